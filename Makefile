@@ -1,0 +1,65 @@
+# mutator — see README.md. `make help` lists the targets.
+
+SHELL := /usr/bin/env bash
+GO ?= go
+BIN := bin/mutator
+# Control-plane binaries for the end-to-end tests: KUBE_ASSETS wins, else they
+# are built once into a git-ignored cache.
+KUBE_ASSETS ?= $(CURDIR)/.cache/kube-bin
+export KUBE_ASSETS
+
+# The example configuration `make run` uses.
+RUN_ENV := REGISTRY=registry.example.com/mirror IMAGE_PULL_SECRET=regcred \
+	FORCE_IMAGE_PULL_POLICY=true IMAGE_PULL_POLICY_TO_FORCE=IfNotPresent \
+	DEFAULT_STORAGE_CLASS=standard EXCLUDE_NAMESPACES=kube-system \
+	IGNORED_REGISTRIES=registry.k8s.io PORT=8080 METRICS_PORT=9090 LOG_LEVEL=debug
+
+.PHONY: help build run test test-unit test-e2e test-knative test-bin lint bench load soak fuzz image deploy deploy-knative undeploy undeploy-knative clean
+
+help: ## list targets
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+build: ## build bin/mutator
+	$(GO) build -o $(BIN) ./cmd/mutator
+
+run: build ## run the webhook on localhost:8080 with an example configuration
+	@echo "mutator on http://localhost:8080 (metrics on :9090). In another terminal:"
+	@echo "  curl -s -H 'Content-Type: application/json' --data @test/testdata/pod-review.json http://localhost:8080/mutate | jq -r .response.patch | base64 -d | jq ."
+	@echo
+	$(RUN_ENV) ./$(BIN) serve
+
+test: lint test-unit test-e2e test-knative ## everything CI runs
+
+lint: ## gofmt and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.cache/*')); \
+	  if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
+	$(GO) vet ./...
+
+test-unit: ## unit tests and short fuzz runs
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v /test/e2e)
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=5s
+
+test-e2e: test-bin ## end-to-end tests against a real kube-apiserver and etcd
+	$(GO) test -count=1 -timeout 15m ./test/e2e/...
+
+test-knative: ## Knative Service and func.yaml validation, func-go scaffold build
+	cd test/knative && $(GO) test -count=1 -timeout 15m ./...
+
+test-bin: ## build kube-apiserver, kubectl and etcd into KUBE_ASSETS if missing
+	@if [ -x "$(KUBE_ASSETS)/kube-apiserver" ] && [ -x "$(KUBE_ASSETS)/etcd" ] && [ -x "$(KUBE_ASSETS)/kubectl" ]; then \
+	  echo "control-plane binaries in $(KUBE_ASSETS)"; \
+	else bash test/tools/build.sh "$(KUBE_ASSETS)"; fi
+
+FUZZTIME ?= 60s
+fuzz: ## run each fuzz target for FUZZTIME (default 60s)
+	@for target in $$(grep -rhoE '^func (Fuzz[A-Za-z0-9_]+)' --include='*_test.go' function | sed 's/func //'); do \
+	  pkg=$$(grep -rlE "^func $$target\(" --include='*_test.go' function | head -1 | xargs dirname); \
+	  echo "fuzz $$target in ./$$pkg for $(FUZZTIME)"; \
+	  $(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) ./$$pkg || exit 1; \
+	done
+
+bench: ## Go benchmarks (-count 3)
+	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./function/...
+
+clean: ## remove build outputs (keeps the control-plane cache)
+	rm -rf bin

@@ -1,0 +1,224 @@
+// Package admission is the webhook's admission controller in the sense of
+// knative.dev/pkg/webhook: Path and Admit. Admit decodes the object, asks the
+// pure rules in package mutation for changes and turns them into an
+// AdmissionResponse; observers (metrics, the audit trail) are told the outcome.
+package admission
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+	admissionv1 "k8s.io/api/admission/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"knative.dev/pkg/webhook"
+
+	"github.com/mutator-dev/mutator/function/config"
+	"github.com/mutator-dev/mutator/function/mutation"
+)
+
+// Path is where the webhook serves AdmissionReviews.
+const Path = "/mutate"
+
+// Result labels the outcome of a review in metrics and logs.
+type Result string
+
+// The results of a review.
+const (
+	Patched   Result = "patched"   // enforce mode, a patch was returned
+	Audited   Result = "audited"   // audit mode, changes were reported as warnings only
+	Unchanged Result = "unchanged" // nothing to change
+	Excluded  Result = "excluded"  // namespace in EXCLUDE_NAMESPACES
+	Skipped   Result = "skipped"   // a kind, operation or subresource the webhook does not handle
+	Rejected  Result = "rejected"  // the object could not be decoded
+)
+
+// Outcome is what one review did.
+type Outcome struct {
+	Request  *admissionv1.AdmissionRequest
+	Result   Result
+	Changes  []mutation.Change
+	Duration time.Duration
+}
+
+// Observer is told the outcome of every review. Observe runs on the request
+// path, so it must not block: send anything slow to a queue.
+type Observer interface {
+	Observe(ctx context.Context, o Outcome)
+}
+
+// Controller implements knative.dev/pkg/webhook.AdmissionController.
+type Controller struct {
+	// Stateless: Admit needs no informer, so the webhook answers as soon as
+	// it listens, which keeps a scale-from-zero start short.
+	webhook.StatelessAdmissionImpl
+
+	rules     *mutation.Rules
+	logger    *zap.Logger
+	excluded  func(namespace string) bool
+	audit     bool
+	warnings  bool
+	observers []Observer
+}
+
+var _ webhook.AdmissionController = (*Controller)(nil)
+
+// New builds the controller from a validated configuration.
+func New(cfg config.Config, logger *zap.Logger, observers ...Observer) (*Controller, error) {
+	rules, err := mutation.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	return &Controller{
+		rules:     rules,
+		logger:    logger,
+		excluded:  cfg.Excluded,
+		audit:     cfg.Mode == config.Audit,
+		warnings:  cfg.Warnings,
+		observers: observers,
+	}, nil
+}
+
+// Path implements webhook.AdmissionController.
+func (c *Controller) Path() string { return Path }
+
+// Admit implements webhook.AdmissionController.
+func (c *Controller) Admit(ctx context.Context, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
+	start := time.Now()
+	if req == nil {
+		return webhook.MakeErrorStatus("admission review has no request")
+	}
+	resp, result, changes := c.admit(req)
+	out := Outcome{Request: req, Result: result, Changes: changes, Duration: time.Since(start)}
+	// knative's request logger is kept at warn level (see package webhook),
+	// so the controller logs through its own.
+	if c.logger.Core().Enabled(zap.DebugLevel) {
+		c.logger.Debug("reviewed",
+			zap.String("uid", string(req.UID)),
+			zap.String("kind", req.Kind.Kind),
+			zap.String("namespace", req.Namespace),
+			zap.String("name", req.Name),
+			zap.String("operation", string(req.Operation)),
+			zap.String("subresource", req.SubResource),
+			zap.Bool("dryRun", req.DryRun != nil && *req.DryRun),
+			zap.String("result", string(result)),
+			zap.Int("changes", len(changes)),
+			zap.Duration("duration", out.Duration))
+	}
+	for _, o := range c.observers {
+		o.Observe(ctx, out)
+	}
+	return resp
+}
+
+func (c *Controller) admit(req *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, Result, []mutation.Change) {
+	allowed := &admissionv1.AdmissionResponse{Allowed: true}
+	if c.excluded(req.Namespace) {
+		return allowed, Excluded, nil
+	}
+	var (
+		changes []mutation.Change
+		err     error
+	)
+	switch {
+	case req.Kind.Group == "" && req.Kind.Version == "v1" && req.Kind.Kind == "Pod":
+		changes, err = c.pod(req)
+	case req.Kind.Group == "" && req.Kind.Version == "v1" && req.Kind.Kind == "PersistentVolumeClaim":
+		changes, err = c.pvc(req)
+	default:
+		// Allowed with a warning rather than denied: a webhook configuration
+		// that matches too much must not stop the cluster, but it should
+		// be seen.
+		allowed.Warnings = []string{fmt.Sprintf("mutator: %s is not handled (only v1 Pod and PersistentVolumeClaim); check the webhook's rules", req.Kind.String())}
+		return allowed, Skipped, nil
+	}
+	if err != nil {
+		return webhook.MakeErrorStatus("mutator: %v", err), Rejected, nil
+	}
+	if len(changes) == 0 {
+		return allowed, Unchanged, nil
+	}
+	if c.audit {
+		allowed.Warnings = describe(changes, true)
+		return allowed, Audited, changes
+	}
+	patch, err := mutation.Patch(changes)
+	if err != nil {
+		return internalError(err), Rejected, nil
+	}
+	pt := admissionv1.PatchTypeJSONPatch
+	allowed.Patch, allowed.PatchType = patch, &pt
+	if c.warnings {
+		allowed.Warnings = describe(changes, false)
+	}
+	return allowed, Patched, changes
+}
+
+func (c *Controller) pod(req *admissionv1.AdmissionRequest) ([]mutation.Change, error) {
+	switch req.Operation {
+	case admissionv1.Create:
+		if req.SubResource != "" {
+			return nil, nil
+		}
+		var pod mutation.Pod
+		if err := decode(req.Object.Raw, &pod, "Pod"); err != nil {
+			return nil, err
+		}
+		return c.rules.PodSpecOnCreate("/spec", &pod.Spec), nil
+	case admissionv1.Update:
+		// Status and other subresources carry no images to rewrite, and the
+		// API server ignores spec changes made through them.
+		if req.SubResource != "" && req.SubResource != "ephemeralcontainers" {
+			return nil, nil
+		}
+		var pod, old mutation.Pod
+		if err := decode(req.Object.Raw, &pod, "Pod"); err != nil {
+			return nil, err
+		}
+		if err := decode(req.OldObject.Raw, &old, "old Pod"); err != nil {
+			return nil, err
+		}
+		return c.rules.PodSpecOnUpdate("/spec", &pod.Spec, &old.Spec), nil
+	}
+	return nil, nil
+}
+
+func (c *Controller) pvc(req *admissionv1.AdmissionRequest) ([]mutation.Change, error) {
+	if req.Operation != admissionv1.Create || req.SubResource != "" {
+		return nil, nil
+	}
+	var pvc mutation.PVC
+	if err := decode(req.Object.Raw, &pvc, "PersistentVolumeClaim"); err != nil {
+		return nil, err
+	}
+	return c.rules.PVCOnCreate(&pvc), nil
+}
+
+func decode(raw []byte, into any, what string) error {
+	if len(raw) == 0 {
+		return fmt.Errorf("request has no %s object", what)
+	}
+	if err := json.Unmarshal(raw, into); err != nil {
+		return fmt.Errorf("decoding %s: %w", what, err)
+	}
+	return nil
+}
+
+func describe(changes []mutation.Change, pending bool) []string {
+	out := make([]string, len(changes))
+	for i, ch := range changes {
+		out[i] = "mutator: " + ch.Describe(pending)
+	}
+	return out
+}
+
+func internalError(err error) *admissionv1.AdmissionResponse {
+	return &admissionv1.AdmissionResponse{Result: &metav1.Status{
+		Status: metav1.StatusFailure, Code: 500, Reason: metav1.StatusReasonInternalError, Message: err.Error(),
+	}}
+}

@@ -1,0 +1,255 @@
+package admission_test
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+
+	jsonpatch "gopkg.in/evanphx/json-patch.v4"
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/mutator-dev/mutator/function/admission"
+	"github.com/mutator-dev/mutator/function/config"
+)
+
+var (
+	podGVK = metav1.GroupVersionKind{Version: "v1", Kind: "Pod"}
+	pvcGVK = metav1.GroupVersionKind{Version: "v1", Kind: "PersistentVolumeClaim"}
+)
+
+type recorder struct {
+	mu       sync.Mutex
+	outcomes []admission.Outcome
+}
+
+func (r *recorder) Observe(_ context.Context, o admission.Outcome) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.outcomes = append(r.outcomes, o)
+}
+
+func raw(t *testing.T, obj any) runtime.RawExtension {
+	t.Helper()
+	b, err := json.Marshal(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return runtime.RawExtension{Raw: b}
+}
+
+func pod(images ...string) *corev1.Pod {
+	p := &corev1.Pod{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+		ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "team"}}
+	for i, img := range images {
+		p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: string(rune('a' + i)), Image: img})
+	}
+	return p
+}
+
+func TestAdmit(t *testing.T) {
+	base := config.Config{Registry: "r.example.com", ImagePullSecret: "regcred", ForceImagePullPolicy: true,
+		ImagePullPolicyToForce: "IfNotPresent", DefaultStorageClass: "standard", ExcludeNamespaces: []string{"skip"}, Mode: config.Enforce}
+	audit := base
+	audit.Mode = config.Audit
+	warn := base
+	warn.Warnings = true
+	dry := true
+
+	withEphemeral := pod("r.example.com/nginx:1")
+	withEphemeral.Spec.EphemeralContainers = []corev1.EphemeralContainer{{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "debug", Image: "busybox:1.36"}}}
+
+	classless := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: "c", Namespace: "team"}}
+	empty := ""
+	explicitNone := classless.DeepCopy()
+	explicitNone.Spec.StorageClassName = &empty
+
+	tests := []struct {
+		name         string
+		cfg          config.Config
+		req          func(t *testing.T) *admissionv1.AdmissionRequest
+		wantResult   admission.Result
+		wantImages   []string // container images after the patch, for Pods
+		wantPolicy   corev1.PullPolicy
+		wantSecrets  []string
+		wantClass    *string
+		wantWarnings []string
+		wantPatch    bool
+	}{{
+		name: "create pod", cfg: base,
+		req: func(t *testing.T) *admissionv1.AdmissionRequest {
+			return &admissionv1.AdmissionRequest{UID: "1", Kind: podGVK, Operation: admissionv1.Create, Namespace: "team", Object: raw(t, pod("nginx:1.27", "quay.io/a/b:v2"))}
+		},
+		wantResult: admission.Patched, wantPatch: true,
+		wantImages: []string{"r.example.com/nginx:1.27", "r.example.com/a/b:v2"}, wantPolicy: "IfNotPresent", wantSecrets: []string{"regcred"},
+	}, {
+		name: "dry run is mutated the same way", cfg: base,
+		req: func(t *testing.T) *admissionv1.AdmissionRequest {
+			return &admissionv1.AdmissionRequest{UID: "1", Kind: podGVK, Operation: admissionv1.Create, Namespace: "team", DryRun: &dry, Object: raw(t, pod("nginx:1.27"))}
+		},
+		wantResult: admission.Patched, wantPatch: true, wantImages: []string{"r.example.com/nginx:1.27"}, wantPolicy: "IfNotPresent", wantSecrets: []string{"regcred"},
+	}, {
+		name: "excluded namespace", cfg: base,
+		req: func(t *testing.T) *admissionv1.AdmissionRequest {
+			return &admissionv1.AdmissionRequest{UID: "1", Kind: podGVK, Operation: admissionv1.Create, Namespace: "skip", Object: raw(t, pod("nginx:1.27"))}
+		},
+		wantResult: admission.Excluded, wantImages: []string{"nginx:1.27"},
+	}, {
+		name: "audit mode warns and does not patch", cfg: audit,
+		req: func(t *testing.T) *admissionv1.AdmissionRequest {
+			return &admissionv1.AdmissionRequest{UID: "1", Kind: podGVK, Operation: admissionv1.Create, Namespace: "team", Object: raw(t, pod("nginx:1.27"))}
+		},
+		wantResult: admission.Audited, wantImages: []string{"nginx:1.27"},
+		wantWarnings: []string{`image "nginx:1.27" would become "r.example.com/nginx:1.27" (container "a")`, `pull-policy "" would become "IfNotPresent"`, `pull-secret "" would become "regcred"`},
+	}, {
+		name: "enforce mode with warnings", cfg: warn,
+		req: func(t *testing.T) *admissionv1.AdmissionRequest {
+			return &admissionv1.AdmissionRequest{UID: "1", Kind: podGVK, Operation: admissionv1.Create, Namespace: "team", Object: raw(t, pod("nginx:1.27"))}
+		},
+		wantResult: admission.Patched, wantPatch: true, wantImages: []string{"r.example.com/nginx:1.27"}, wantPolicy: "IfNotPresent", wantSecrets: []string{"regcred"},
+		wantWarnings: []string{`image "nginx:1.27" became "r.example.com/nginx:1.27"`},
+	}, {
+		name: "label-only update of an old pod gets no patch", cfg: base,
+		req: func(t *testing.T) *admissionv1.AdmissionRequest {
+			old := pod("nginx:1.27")
+			updated := old.DeepCopy()
+			updated.Labels = map[string]string{"x": "y"}
+			return &admissionv1.AdmissionRequest{UID: "1", Kind: podGVK, Operation: admissionv1.Update, Namespace: "team", Object: raw(t, updated), OldObject: raw(t, old)}
+		},
+		wantResult: admission.Unchanged, wantImages: []string{"nginx:1.27"},
+	}, {
+		name: "update that changes an image rewrites only that image", cfg: base,
+		req: func(t *testing.T) *admissionv1.AdmissionRequest {
+			old := pod("nginx:1.27", "redis:7")
+			updated := pod("nginx:1.28", "redis:7")
+			return &admissionv1.AdmissionRequest{UID: "1", Kind: podGVK, Operation: admissionv1.Update, Namespace: "team", Object: raw(t, updated), OldObject: raw(t, old)}
+		},
+		wantResult: admission.Patched, wantPatch: true, wantImages: []string{"r.example.com/nginx:1.28", "redis:7"},
+	}, {
+		name: "ephemeral container added by kubectl debug", cfg: base,
+		req: func(t *testing.T) *admissionv1.AdmissionRequest {
+			return &admissionv1.AdmissionRequest{UID: "1", Kind: podGVK, Operation: admissionv1.Update, SubResource: "ephemeralcontainers", Namespace: "team",
+				Object: raw(t, withEphemeral), OldObject: raw(t, pod("r.example.com/nginx:1"))}
+		},
+		wantResult: admission.Patched, wantPatch: true, wantImages: []string{"r.example.com/nginx:1", "r.example.com/busybox:1.36"},
+	}, {
+		name: "status update is skipped", cfg: base,
+		req: func(t *testing.T) *admissionv1.AdmissionRequest {
+			return &admissionv1.AdmissionRequest{UID: "1", Kind: podGVK, Operation: admissionv1.Update, SubResource: "status", Namespace: "team",
+				Object: raw(t, pod("nginx:2")), OldObject: raw(t, pod("nginx:1"))}
+		},
+		wantResult: admission.Unchanged, wantImages: []string{"nginx:2"},
+	}, {
+		name: "delete is ignored", cfg: base,
+		req: func(t *testing.T) *admissionv1.AdmissionRequest {
+			return &admissionv1.AdmissionRequest{UID: "1", Kind: podGVK, Operation: admissionv1.Delete, Namespace: "team", OldObject: raw(t, pod("nginx:1"))}
+		},
+		wantResult: admission.Unchanged,
+	}, {
+		name: "pvc without class", cfg: base,
+		req: func(t *testing.T) *admissionv1.AdmissionRequest {
+			return &admissionv1.AdmissionRequest{UID: "1", Kind: pvcGVK, Operation: admissionv1.Create, Namespace: "team", Object: raw(t, classless)}
+		},
+		wantResult: admission.Patched, wantPatch: true, wantClass: ptr("standard"),
+	}, {
+		name: "pvc with explicitly no class", cfg: base,
+		req: func(t *testing.T) *admissionv1.AdmissionRequest {
+			return &admissionv1.AdmissionRequest{UID: "1", Kind: pvcGVK, Operation: admissionv1.Create, Namespace: "team", Object: raw(t, explicitNone)}
+		},
+		wantResult: admission.Unchanged, wantClass: ptr(""),
+	}, {
+		name: "other kinds are skipped with a warning", cfg: base,
+		req: func(t *testing.T) *admissionv1.AdmissionRequest {
+			return &admissionv1.AdmissionRequest{UID: "1", Kind: metav1.GroupVersionKind{Group: "apps", Version: "v1", Kind: "Deployment"}, Operation: admissionv1.Create, Namespace: "team", Object: runtime.RawExtension{Raw: []byte(`{}`)}}
+		},
+		wantResult: admission.Skipped, wantWarnings: []string{"not handled"},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := &recorder{}
+			c, err := admission.New(tt.cfg, nil, rec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req := tt.req(t)
+			resp := c.Admit(context.Background(), req)
+			if !resp.Allowed {
+				t.Fatalf("denied: %v", resp.Result)
+			}
+			if (len(resp.Patch) > 0) != tt.wantPatch {
+				t.Fatalf("patch = %s, want patch: %v", resp.Patch, tt.wantPatch)
+			}
+			if len(rec.outcomes) != 1 || rec.outcomes[0].Result != tt.wantResult {
+				t.Fatalf("outcomes = %+v, want one %q", rec.outcomes, tt.wantResult)
+			}
+			for _, w := range tt.wantWarnings {
+				if !strings.Contains(strings.Join(resp.Warnings, "\n"), w) {
+					t.Errorf("warnings %q lack %q", resp.Warnings, w)
+				}
+			}
+			obj := req.Object.Raw
+			if len(resp.Patch) > 0 {
+				p, err := jsonpatch.DecodePatch(resp.Patch)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if obj, err = p.Apply(obj); err != nil {
+					t.Fatalf("applying %s: %v", resp.Patch, err)
+				}
+			}
+			if req.Kind == pvcGVK {
+				var pvc corev1.PersistentVolumeClaim
+				if err := json.Unmarshal(obj, &pvc); err != nil {
+					t.Fatal(err)
+				}
+				if (pvc.Spec.StorageClassName == nil) != (tt.wantClass == nil) || tt.wantClass != nil && *pvc.Spec.StorageClassName != *tt.wantClass {
+					t.Errorf("storageClassName = %v, want %v", pvc.Spec.StorageClassName, tt.wantClass)
+				}
+				return
+			}
+			if tt.wantImages == nil {
+				return
+			}
+			var p corev1.Pod
+			if err := json.Unmarshal(obj, &p); err != nil {
+				t.Fatal(err)
+			}
+			var images []string
+			for _, c := range p.Spec.Containers {
+				images = append(images, c.Image)
+				if tt.wantPolicy != "" && c.ImagePullPolicy != tt.wantPolicy {
+					t.Errorf("container %s policy = %q, want %q", c.Name, c.ImagePullPolicy, tt.wantPolicy)
+				}
+			}
+			for _, c := range p.Spec.EphemeralContainers {
+				images = append(images, c.Image)
+			}
+			if strings.Join(images, " ") != strings.Join(tt.wantImages, " ") {
+				t.Errorf("images = %v, want %v", images, tt.wantImages)
+			}
+			var secrets []string
+			for _, s := range p.Spec.ImagePullSecrets {
+				secrets = append(secrets, s.Name)
+			}
+			if strings.Join(secrets, ",") != strings.Join(tt.wantSecrets, ",") {
+				t.Errorf("imagePullSecrets = %v, want %v", secrets, tt.wantSecrets)
+			}
+		})
+	}
+}
+
+func TestAdmitNilRequest(t *testing.T) {
+	c, err := admission.New(config.Config{ImagePullPolicyToForce: "Always"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp := c.Admit(context.Background(), nil); resp.Allowed || resp.Result == nil || resp.Result.Code != 400 {
+		t.Fatalf("nil request answered %+v", resp)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

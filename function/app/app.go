@@ -1,0 +1,121 @@
+// Package app assembles the webhook from a configuration: logger, metrics,
+// audit trail, admission controller and HTTP handler. Every mode (the
+// function, the standalone server) is a thin main over App.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/mutator-dev/mutator/function/admission"
+	"github.com/mutator-dev/mutator/function/config"
+	"github.com/mutator-dev/mutator/function/logs"
+	"github.com/mutator-dev/mutator/function/metrics"
+	"github.com/mutator-dev/mutator/function/webhook"
+)
+
+// App is an assembled webhook.
+type App struct {
+	Config  config.Config
+	Logger  *zap.Logger
+	Handler *webhook.Handler
+
+	metrics       *metrics.Metrics
+	metricsServer *http.Server
+	closers       []func(context.Context) error
+}
+
+// New assembles the webhook. It makes no Kubernetes API calls and starts no
+// informers, so it is ready to answer as soon as it returns: that keeps a
+// scale-from-zero start short.
+func New(ctx context.Context, cfg config.Config) (*App, error) {
+	logger, err := logs.New(cfg.LogLevel)
+	if err != nil {
+		return nil, err
+	}
+	a := &App{Config: cfg, Logger: logger}
+	var observers []admission.Observer
+	if cfg.MetricsPort > 0 {
+		if a.metrics, err = metrics.New(); err != nil {
+			return nil, err
+		}
+		a.closers = append(a.closers, a.metrics.Shutdown)
+		observers = append(observers, a.metrics)
+	}
+	if cfg.Sink != "" {
+		emitter, err := newEmitter(ctx, cfg, logger, a.meterProvider())
+		if err != nil {
+			return nil, err
+		}
+		a.closers = append(a.closers, emitter.Close)
+		observers = append(observers, emitter)
+	}
+	controller, err := admission.New(cfg, logger, observers...)
+	if err != nil {
+		return nil, err
+	}
+	if a.Handler, err = webhook.New(ctx, webhook.Options{Logger: logger, MeterProvider: a.meterProvider()}, controller); err != nil {
+		return nil, err
+	}
+	logger.Info("configured",
+		zap.String("registry", cfg.Registry),
+		zap.Strings("ignoredRegistries", cfg.IgnoredRegistries),
+		zap.Strings("registryMap", cfg.RegistryMap),
+		zap.Bool("imagePullSecret", cfg.ImagePullSecret != ""),
+		zap.Bool("imagePullSecretAppend", cfg.ImagePullSecretAppend),
+		zap.Bool("forceImagePullPolicy", cfg.ForceImagePullPolicy),
+		zap.String("imagePullPolicyToForce", cfg.ImagePullPolicyToForce),
+		zap.String("defaultStorageClass", cfg.DefaultStorageClass),
+		zap.Strings("excludeNamespaces", cfg.ExcludeNamespaces),
+		zap.String("mode", string(cfg.Mode)),
+		zap.Bool("auditTrail", cfg.Sink != ""))
+	return a, nil
+}
+
+func (a *App) meterProvider() metricProvider {
+	if a.metrics == nil {
+		return nil
+	}
+	return a.metrics.MeterProvider()
+}
+
+// StartMetrics serves /metrics on METRICS_PORT in the background; a no-op
+// when metrics are off.
+func (a *App) StartMetrics() error {
+	if a.metrics == nil {
+		return nil
+	}
+	ln, err := net.Listen("tcp", ":"+strconv.Itoa(a.Config.MetricsPort))
+	if err != nil {
+		return fmt.Errorf("listening for metrics: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", a.metrics.Handler())
+	a.metricsServer = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 30 * time.Second}
+	go func() {
+		if err := a.metricsServer.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.Logger.Error("metrics server stopped", zap.Error(err))
+		}
+	}()
+	return nil
+}
+
+// Close stops the metrics server and flushes the audit trail.
+func (a *App) Close(ctx context.Context) error {
+	var errs []error
+	if a.metricsServer != nil {
+		errs = append(errs, a.metricsServer.Shutdown(ctx))
+	}
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		errs = append(errs, a.closers[i](ctx))
+	}
+	_ = a.Logger.Sync()
+	return errors.Join(errs...)
+}

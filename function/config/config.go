@@ -1,0 +1,178 @@
+// Package config loads and validates the webhook's configuration from the
+// environment. It is the only place that reads configuration: every mode
+// (function, standalone server, CLI) calls Load and passes the result down.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/kelseyhightower/envconfig"
+	"go.uber.org/zap/zapcore"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/mutator-dev/mutator/function/images"
+)
+
+// Mode says whether the webhook changes objects or only reports what it would change.
+type Mode string
+
+const (
+	// Enforce patches objects.
+	Enforce Mode = "enforce"
+	// Audit never patches; it answers with warnings that describe the changes it would make.
+	Audit Mode = "audit"
+)
+
+// Config is the whole configuration. The env names of the first block are a
+// public contract shared with the older webhook users migrate from.
+type Config struct {
+	Registry               string        `envconfig:"REGISTRY"`
+	ImagePullSecret        string        `envconfig:"IMAGE_PULL_SECRET"`
+	ImagePullSecretAppend  bool          `envconfig:"IMAGE_PULL_SECRET_APPEND" default:"false"`
+	ForceImagePullPolicy   bool          `envconfig:"FORCE_IMAGE_PULL_POLICY" default:"false"`
+	ImagePullPolicyToForce string        `envconfig:"IMAGE_PULL_POLICY_TO_FORCE" default:"Always"`
+	DefaultStorageClass    string        `envconfig:"DEFAULT_STORAGE_CLASS"`
+	ExcludeNamespaces      List          `envconfig:"EXCLUDE_NAMESPACES"`
+	IgnoredRegistries      List          `envconfig:"IGNORED_REGISTRIES"`
+	LogLevel               string        `envconfig:"LOG_LEVEL" default:"info"`
+	RegistryMap            List          `envconfig:"REGISTRY_MAP"`
+	Mode                   Mode          `envconfig:"MODE" default:"enforce"`
+	Warnings               bool          `envconfig:"WARNINGS" default:"false"`
+	Port                   int           `envconfig:"PORT" default:"8080"`
+	MetricsPort            int           `envconfig:"METRICS_PORT" default:"9090"`
+	TLSCertFile            string        `envconfig:"TLS_CERT_FILE"`
+	TLSKeyFile             string        `envconfig:"TLS_KEY_FILE"`
+	Sink                   string        `envconfig:"K_SINK"`
+	EventSource            string        `envconfig:"EVENT_SOURCE" default:"mutator"`
+	ShutdownDelay          time.Duration `envconfig:"SHUTDOWN_DELAY" default:"0s"`
+}
+
+// List is a comma-separated list whose entries are trimmed of white space;
+// empty entries are dropped, so "a, ,b," is [a b].
+type List []string
+
+// Decode implements envconfig.Decoder.
+func (l *List) Decode(value string) error {
+	*l = nil
+	for _, item := range strings.Split(value, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			*l = append(*l, item)
+		}
+	}
+	return nil
+}
+
+// Load reads the configuration from the environment and validates it.
+func Load() (Config, error) {
+	var c Config
+	if err := envconfig.Process("", &c); err != nil {
+		return Config{}, fmt.Errorf("reading configuration: %w", err)
+	}
+	c.normalize()
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// normalize removes spellings that mean the same thing, so that the rules
+// compare one form only.
+func (c *Config) normalize() {
+	c.Registry = strings.TrimSuffix(strings.TrimSpace(c.Registry), "/")
+	for i, r := range c.IgnoredRegistries {
+		c.IgnoredRegistries[i] = strings.TrimSuffix(r, "/")
+	}
+	c.LogLevel = strings.ToLower(strings.TrimSpace(c.LogLevel))
+	c.Mode = Mode(strings.ToLower(strings.TrimSpace(string(c.Mode))))
+}
+
+// Validate reports every invalid setting at once, naming the env variable.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Registry != "" {
+		if err := images.ValidateRegistry(c.Registry); err != nil {
+			errs = append(errs, fmt.Errorf("REGISTRY: %w", err))
+		}
+	}
+	for _, r := range c.IgnoredRegistries {
+		if strings.ContainsAny(r, " \t@") {
+			errs = append(errs, fmt.Errorf("IGNORED_REGISTRIES: %q is not a registry or registry/path prefix", r))
+		}
+	}
+	if _, err := images.ParseRegistryMap(c.RegistryMap); err != nil {
+		errs = append(errs, fmt.Errorf("REGISTRY_MAP: %w", err))
+	}
+	switch corev1.PullPolicy(c.ImagePullPolicyToForce) {
+	case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
+	default:
+		errs = append(errs, fmt.Errorf("IMAGE_PULL_POLICY_TO_FORCE: %q is not one of Always, IfNotPresent, Never", c.ImagePullPolicyToForce))
+	}
+	// A typo in a name caught here would otherwise surface as every Pod
+	// failing to pull or every claim staying Pending.
+	if c.ImagePullSecret != "" {
+		for _, msg := range validation.IsDNS1123Subdomain(c.ImagePullSecret) {
+			errs = append(errs, fmt.Errorf("IMAGE_PULL_SECRET: %q is not a valid Secret name: %s", c.ImagePullSecret, msg))
+		}
+	}
+	if c.DefaultStorageClass != "" {
+		for _, msg := range validation.IsDNS1123Subdomain(c.DefaultStorageClass) {
+			errs = append(errs, fmt.Errorf("DEFAULT_STORAGE_CLASS: %q is not a valid StorageClass name: %s", c.DefaultStorageClass, msg))
+		}
+	}
+	if _, err := ParseLevel(c.LogLevel); err != nil {
+		errs = append(errs, fmt.Errorf("LOG_LEVEL: %w", err))
+	}
+	switch c.Mode {
+	case Enforce, Audit:
+	default:
+		errs = append(errs, fmt.Errorf("MODE: %q is not one of enforce, audit", c.Mode))
+	}
+	if c.Port < 1 || c.Port > 65535 {
+		errs = append(errs, fmt.Errorf("PORT: %d is not a TCP port", c.Port))
+	}
+	if c.MetricsPort < 0 || c.MetricsPort > 65535 {
+		errs = append(errs, fmt.Errorf("METRICS_PORT: %d is not a TCP port (0 turns metrics off)", c.MetricsPort))
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		errs = append(errs, errors.New("TLS_CERT_FILE and TLS_KEY_FILE: set both to serve HTTPS, or neither for plain HTTP"))
+	}
+	if c.ShutdownDelay < 0 {
+		errs = append(errs, errors.New("SHUTDOWN_DELAY: must not be negative"))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("invalid configuration: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// Excluded reports whether the namespace is listed in EXCLUDE_NAMESPACES.
+func (c Config) Excluded(namespace string) bool {
+	for _, ns := range c.ExcludeNamespaces {
+		if ns == namespace {
+			return true
+		}
+	}
+	return false
+}
+
+// ParseLevel maps LOG_LEVEL to a zap level. zap has no trace level, so trace
+// is debug: neither ever prints Pod env values or Secret contents.
+func ParseLevel(level string) (zapcore.Level, error) {
+	switch level {
+	case "trace", "debug":
+		return zapcore.DebugLevel, nil
+	case "info", "":
+		return zapcore.InfoLevel, nil
+	case "warn", "warning":
+		return zapcore.WarnLevel, nil
+	case "error":
+		return zapcore.ErrorLevel, nil
+	case "fatal":
+		return zapcore.FatalLevel, nil
+	}
+	return zapcore.InfoLevel, fmt.Errorf("%q is not one of trace, debug, info, warn, error, fatal", level)
+}

@@ -1,0 +1,493 @@
+// Package events is the webhook's audit trail: every review that changed an
+// object (or, in audit mode, would have) becomes one CloudEvent sent to the
+// sink Knative injects as K_SINK.
+//
+// Observe runs on the admission request path, so sending is decoupled from it
+// by a bounded queue drained by one background worker. A slow or dead sink
+// costs dropped events, counted in metrics, never admission latency or memory.
+package events
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/mutator-dev/mutator/function/admission"
+)
+
+// Defaults for the zero values of Options.
+const (
+	DefaultSource    = "mutator"
+	DefaultQueueSize = 1024
+	DefaultRetries   = 3
+	DefaultTimeout   = 5 * time.Second
+	DefaultBackoff   = 100 * time.Millisecond
+)
+
+// maxBackoff caps the exponential backoff so that a large Retries does not
+// park the worker for minutes on one event while the queue overflows.
+const maxBackoff = 10 * time.Second
+
+// TypePrefix starts every event type: dev.mutator.<resource>.<what>, where
+// resource is the lower-cased kind ("pod", "persistentvolumeclaim") and what
+// is "mutated" (enforce mode) or "audited" (audit mode).
+const TypePrefix = "dev.mutator."
+
+// Options configure New.
+type Options struct {
+	// Sink is the absolute http(s) URL events are POSTed to (K_SINK). Required.
+	Sink string
+	// Source is the CloudEvents source attribute; "" is DefaultSource.
+	Source string
+	// QueueSize bounds the events waiting to be sent; 0 or less is
+	// DefaultQueueSize. When the queue is full new events are dropped.
+	QueueSize int
+	// Retries is how many times a failed send is retried; 0 is
+	// DefaultRetries, a negative value disables retries.
+	Retries int
+	// Timeout bounds each send attempt; 0 or less is DefaultTimeout.
+	Timeout time.Duration
+	// Backoff is the delay before the first retry, doubled (with jitter)
+	// before each next one; 0 or less is DefaultBackoff.
+	Backoff time.Duration
+	// Logger receives send failures and drops, sampled to one message of
+	// each kind per minute so that a dead sink does not flood the log. nil
+	// discards them.
+	Logger *zap.Logger
+	// MeterProvider receives the counters mutator.events.sent, .dropped and
+	// .failed; nil records nothing.
+	MeterProvider metric.MeterProvider
+}
+
+// Data is the payload of an event: what was reviewed and what changed. It
+// deliberately carries neither the object nor anything read from it beyond
+// the changes, so that env values or secret contents never leave the webhook.
+type Data struct {
+	Operation   string `json:"operation"`
+	Resource    string `json:"resource"`
+	Subresource string `json:"subresource"`
+	Namespace   string `json:"namespace"`
+	Name        string `json:"name"`
+	// GenerateName is set when the object has no name yet (Pods of a
+	// ReplicaSet on CREATE), so that the event still says what it was.
+	GenerateName string   `json:"generateName,omitempty"`
+	UID          string   `json:"uid"`
+	User         string   `json:"user"`
+	DryRun       bool     `json:"dryRun"`
+	Mode         string   `json:"mode"` // "enforce" or "audit"
+	Changes      []Change `json:"changes"`
+}
+
+// Change is one changed field in Data. It is a separate type from
+// mutation.Change so that the event schema, a contract with consumers, does
+// not move when the rules' internals do.
+type Change struct {
+	Kind  string `json:"kind"`
+	Path  string `json:"path"`
+	Where string `json:"where"`
+	From  string `json:"from"`
+	To    string `json:"to"`
+}
+
+// Emitter turns admission outcomes into CloudEvents and sends them in the
+// background. It implements admission.Observer.
+type Emitter struct {
+	client  cloudevents.Client
+	idle    interface{ CloseIdleConnections() }
+	source  string
+	retries int
+	timeout time.Duration
+	backoff time.Duration
+	logger  *zap.Logger
+
+	// mu guards closed and the closing of queue: Observe holds it for
+	// reading around its non-blocking send, so that Close can never close
+	// the channel under it. It is never held across I/O.
+	mu     sync.RWMutex
+	closed bool
+	queue  chan cloudevents.Event
+
+	// stop is cancelled when Close gives up draining; it aborts the
+	// send in flight and any backoff, and the rest of the queue is dropped.
+	stop    context.Context
+	abandon context.CancelFunc
+	done    chan struct{} // closed when the worker has exited
+
+	sent, dropped, failed    atomic.Uint64
+	mSent, mDropped, mFailed metric.Int64Counter
+}
+
+var _ admission.Observer = (*Emitter)(nil)
+
+// New validates the options, creates the CloudEvents HTTP client and starts
+// the worker. ctx's values are kept for sending, but its cancellation does
+// not stop the emitter: a signal context is cancelled exactly when the queue
+// should be drained, so only Close stops it.
+func New(ctx context.Context, opts Options) (*Emitter, error) {
+	if err := validateSink(opts.Sink); err != nil {
+		return nil, err
+	}
+	if opts.Source == "" {
+		opts.Source = DefaultSource
+	}
+	if opts.QueueSize <= 0 {
+		opts.QueueSize = DefaultQueueSize
+	}
+	switch {
+	case opts.Retries == 0:
+		opts.Retries = DefaultRetries
+	case opts.Retries < 0:
+		opts.Retries = 0
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = DefaultTimeout
+	}
+	if opts.Backoff <= 0 {
+		opts.Backoff = DefaultBackoff
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	logger = logger.Named("events").WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
+		return zapcore.NewSamplerWithOptions(c, time.Minute, 1, 0)
+	}))
+	mp := opts.MeterProvider
+	if mp == nil {
+		mp = noop.NewMeterProvider()
+	}
+
+	// An own transport rather than http.DefaultTransport: the emitter's
+	// connections are then closed with it, and no one else's settings
+	// (or theirs ours) leak across.
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.MaxIdleConnsPerHost = 2
+	client, err := cloudevents.NewClientHTTP(
+		cehttp.WithTarget(opts.Sink),
+		cehttp.WithClient(http.Client{Transport: transport}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("events: creating CloudEvents client for %q: %w", opts.Sink, err)
+	}
+
+	e := &Emitter{
+		client:  client,
+		idle:    transport,
+		source:  opts.Source,
+		retries: opts.Retries,
+		timeout: opts.Timeout,
+		backoff: opts.Backoff,
+		logger:  logger,
+		queue:   make(chan cloudevents.Event, opts.QueueSize),
+		done:    make(chan struct{}),
+	}
+	if err := e.instruments(mp); err != nil {
+		return nil, err
+	}
+	e.stop, e.abandon = context.WithCancel(context.WithoutCancel(ctx))
+	go e.run()
+	return e, nil
+}
+
+func validateSink(sink string) error {
+	if sink == "" {
+		return errors.New("events: sink (K_SINK) is required")
+	}
+	u, err := url.Parse(sink)
+	if err != nil {
+		return fmt.Errorf("events: sink (K_SINK) %q is not a URL: %w", sink, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("events: sink (K_SINK) %q must be an absolute http or https URL, such as http://broker-ingress.knative-eventing.svc/ns/default", sink)
+	}
+	return nil
+}
+
+func (e *Emitter) instruments(mp metric.MeterProvider) error {
+	meter := mp.Meter("github.com/mutator-dev/mutator/function/events")
+	for _, c := range []struct {
+		into *metric.Int64Counter
+		name string
+		desc string
+	}{
+		{&e.mSent, "mutator.events.sent", "Audit events the sink accepted."},
+		{&e.mDropped, "mutator.events.dropped", "Audit events dropped unsent: queue full, or the emitter closed or shutting down."},
+		{&e.mFailed, "mutator.events.failed", "Audit events the sink refused or could not be reached for, after all retries."},
+	} {
+		var err error
+		if *c.into, err = meter.Int64Counter(c.name, metric.WithDescription(c.desc), metric.WithUnit("{event}")); err != nil {
+			return fmt.Errorf("events: creating counter %s: %w", c.name, err)
+		}
+	}
+	return nil
+}
+
+// Stats returns how many events were sent, dropped and failed so far.
+func (e *Emitter) Stats() (sent, dropped, failed uint64) {
+	return e.sent.Load(), e.dropped.Load(), e.failed.Load()
+}
+
+// Observe implements admission.Observer. It builds the event on the caller's
+// goroutine, because the outcome's request (and the object in it) must not be
+// retained by the queue, and then enqueues it without ever blocking.
+//
+// ctx is the admission request's: it ends with the request, so nothing
+// queued uses it.
+func (e *Emitter) Observe(_ context.Context, o admission.Outcome) {
+	ev, ok := e.event(o)
+	if !ok {
+		return
+	}
+	e.mu.RLock()
+	if e.closed {
+		e.mu.RUnlock()
+		e.drop("dropping audit event: emitter is closed", ev)
+		return
+	}
+	select {
+	case e.queue <- ev:
+		e.mu.RUnlock()
+	default:
+		e.mu.RUnlock()
+		e.drop("dropping audit event: queue is full, the sink is slow or unreachable", ev)
+	}
+}
+
+// event builds the CloudEvent for an outcome; false means the outcome gets
+// none: a dry run (the webhook declares sideEffects NoneOnDryRun), no
+// changes, or a result other than patched or audited.
+func (e *Emitter) event(o admission.Outcome) (cloudevents.Event, bool) {
+	req := o.Request
+	if req == nil || len(o.Changes) == 0 || (req.DryRun != nil && *req.DryRun) {
+		return cloudevents.Event{}, false
+	}
+	var what, mode string
+	switch o.Result {
+	case admission.Patched:
+		what, mode = "mutated", "enforce"
+	case admission.Audited:
+		what, mode = "audited", "audit"
+	default:
+		return cloudevents.Event{}, false
+	}
+
+	data := Data{
+		Operation:   string(req.Operation),
+		Resource:    req.Resource.Resource,
+		Subresource: req.SubResource,
+		Namespace:   req.Namespace,
+		Name:        req.Name,
+		UID:         string(req.UID),
+		User:        req.UserInfo.Username,
+		Mode:        mode,
+		Changes:     make([]Change, len(o.Changes)),
+	}
+	for i, c := range o.Changes {
+		data.Changes[i] = Change{Kind: string(c.Kind), Path: c.Path, Where: c.Where, From: c.From, To: c.To}
+	}
+	subject := req.Namespace + "/" + req.Name
+	if req.Name == "" {
+		// A Pod created from a template has no name until after admission.
+		data.GenerateName = generateName(req.Object.Raw)
+		subject += data.GenerateName
+	}
+
+	ev := cloudevents.NewEvent()
+	// The request UID identifies one API server to webhook round trip, and
+	// each produces at most one event, so it is unique and lets a sink
+	// deduplicate our retries. Without one (never from a real API server)
+	// a fresh UUID is set here, not by the client's defaulter, which would
+	// pick a new one on every retry.
+	id := string(req.UID)
+	if id == "" {
+		id = uuid.NewString()
+	}
+	ev.SetID(id)
+	ev.SetSource(e.source)
+	ev.SetType(TypePrefix + strings.ToLower(req.Kind.Kind) + "." + what)
+	ev.SetSubject(subject)
+	ev.SetTime(time.Now())
+	if err := ev.SetData(cloudevents.ApplicationJSON, data); err != nil {
+		e.fail("building audit event", ev, err)
+		return cloudevents.Event{}, false
+	}
+	// Validated here so that the worker's failures are all the sink's.
+	if err := ev.Validate(); err != nil {
+		e.fail("building audit event", ev, err)
+		return cloudevents.Event{}, false
+	}
+	return ev, true
+}
+
+// generateName reads metadata.generateName from the start of a raw object.
+// The API server writes kind, apiVersion and metadata before spec, so it stops
+// at the first other member instead of scanning the whole object on the
+// request path; anything unexpected gives "".
+func generateName(raw []byte) string {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return ""
+	}
+	for dec.More() {
+		key, err := dec.Token()
+		if err != nil {
+			return ""
+		}
+		switch key {
+		case "metadata":
+			var m struct {
+				GenerateName string `json:"generateName"`
+			}
+			if dec.Decode(&m) != nil {
+				return ""
+			}
+			return m.GenerateName
+		case "kind", "apiVersion":
+			var s string
+			if dec.Decode(&s) != nil {
+				return ""
+			}
+		default:
+			return ""
+		}
+	}
+	return ""
+}
+
+// run is the worker: it sends one event at a time, so at most one event is
+// in flight and memory is bounded by the queue.
+func (e *Emitter) run() {
+	defer close(e.done)
+	for ev := range e.queue {
+		e.deliver(ev)
+	}
+}
+
+// deliver sends an event, retrying transport errors and retriable statuses
+// with exponential backoff; each attempt is bounded by the timeout.
+func (e *Emitter) deliver(ev cloudevents.Event) {
+	for attempt := 0; ; attempt++ {
+		if e.stop.Err() != nil {
+			e.drop("dropping audit event: shutting down", ev)
+			return
+		}
+		ctx, cancel := context.WithTimeout(e.stop, e.timeout)
+		// Structured mode: the whole event is one JSON document, which is
+		// what a log or object-store sink keeps most easily.
+		res := e.client.Send(cloudevents.WithEncodingStructured(ctx), ev)
+		cancel()
+		if cloudevents.IsACK(res) {
+			e.sent.Add(1)
+			e.mSent.Add(context.Background(), 1)
+			return
+		}
+		if e.stop.Err() != nil {
+			e.drop("dropping audit event: shutting down", ev)
+			return
+		}
+		if attempt >= e.retries || !retriable(res) {
+			e.fail("sending audit event", ev, fmt.Errorf("after %d attempts: %w", attempt+1, res))
+			return
+		}
+		if !e.sleep(e.delay(attempt)) {
+			e.drop("dropping audit event: shutting down", ev)
+			return
+		}
+	}
+}
+
+// retriable tells transient failures from final ones. A response status is
+// retried when it may change by itself: 404 (a Knative Broker's ingress
+// answers it until the Broker is ready), 408, 425, 429 and 5xx other than 501.
+// No status at all (refused, reset, timed out) is always retried.
+func retriable(res error) bool {
+	var hr *cehttp.Result
+	if !errors.As(res, &hr) {
+		return true
+	}
+	switch sc := hr.StatusCode; {
+	case sc == http.StatusNotFound, sc == http.StatusRequestTimeout, sc == http.StatusTooEarly, sc == http.StatusTooManyRequests:
+		return true
+	case sc >= 500 && sc != http.StatusNotImplemented:
+		return true
+	}
+	return false
+}
+
+// delay is the backoff before retry attempt+1: doubling from Backoff, capped,
+// with jitter so that replicas do not retry a recovering sink in step.
+func (e *Emitter) delay(attempt int) time.Duration {
+	d := e.backoff
+	for i := 0; i < attempt && d < maxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, maxBackoff)
+	return d/2 + rand.N(d/2+1)
+}
+
+// sleep waits d, or less when shutdown is abandoned; false means the latter.
+func (e *Emitter) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-e.stop.Done():
+		return false
+	}
+}
+
+func (e *Emitter) drop(msg string, ev cloudevents.Event) {
+	e.dropped.Add(1)
+	e.mDropped.Add(context.Background(), 1)
+	e.logger.Warn(msg, zap.String("id", ev.ID()), zap.String("type", ev.Type()), zap.String("subject", ev.Subject()))
+}
+
+func (e *Emitter) fail(msg string, ev cloudevents.Event, err error) {
+	e.failed.Add(1)
+	e.mFailed.Add(context.Background(), 1)
+	e.logger.Warn(msg, zap.String("id", ev.ID()), zap.String("type", ev.Type()), zap.String("subject", ev.Subject()), zap.Error(err))
+}
+
+// Close stops accepting events (later Observe calls drop them), sends what is
+// queued until ctx is done, then drops the rest and stops the worker. It is
+// safe to call more than once and concurrently with Observe.
+func (e *Emitter) Close(ctx context.Context) error {
+	e.mu.Lock()
+	if !e.closed {
+		e.closed = true
+		close(e.queue)
+	}
+	e.mu.Unlock()
+
+	var err error
+	select {
+	case <-e.done:
+	case <-ctx.Done():
+		// Abandoning makes the worker's remaining work immediate (an
+		// aborted send, then a drop per queued event), so this wait is short.
+		e.abandon()
+		<-e.done
+		err = fmt.Errorf("events: queue not drained before shutdown deadline, undelivered events dropped: %w", ctx.Err())
+	}
+	e.abandon()
+	e.idle.CloseIdleConnections()
+	return err
+}

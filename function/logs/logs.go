@@ -1,0 +1,30 @@
+// Package logs builds the structured JSON logger every mode uses.
+package logs
+
+import (
+	"fmt"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/mutator-dev/mutator/function/config"
+)
+
+// New returns a JSON logger to stderr at LOG_LEVEL.
+func New(level string) (*zap.Logger, error) {
+	lvl, err := config.ParseLevel(level)
+	if err != nil {
+		return nil, err
+	}
+	cfg := zap.NewProductionConfig()
+	cfg.Level = zap.NewAtomicLevelAt(lvl)
+	cfg.EncoderConfig.TimeKey = "ts"
+	cfg.EncoderConfig.EncodeTime = zapcore.RFC3339NanoTimeEncoder
+	// Sampling would hide which request failed when many fail alike.
+	cfg.Sampling = nil
+	logger, err := cfg.Build()
+	if err != nil {
+		return nil, fmt.Errorf("building logger: %w", err)
+	}
+	return logger, nil
+}

@@ -1,0 +1,122 @@
+// Package metrics records what the webhook does as OpenTelemetry metrics and
+// serves them in the Prometheus text format. knative.dev/pkg's webhook reports
+// its handler metrics through the same MeterProvider.
+package metrics
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/attribute"
+	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
+	"go.opentelemetry.io/otel/metric"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+
+	"github.com/mutator-dev/mutator/function/admission"
+)
+
+// Metrics owns a MeterProvider whose only reader is a Prometheus registry.
+type Metrics struct {
+	provider *sdkmetric.MeterProvider
+	registry *prometheus.Registry
+
+	reviews  metric.Int64Counter
+	changes  metric.Int64Counter
+	duration metric.Float64Histogram
+
+	// Attribute sets are few (resource x operation x result) and building
+	// one sorts and allocates, so each is built once.
+	sets sync.Map // string -> metric.MeasurementOption
+}
+
+// New creates the provider, its instruments and the registry behind Handler.
+func New() (*Metrics, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	exporter, err := otelprom.New(otelprom.WithRegisterer(reg), otelprom.WithoutScopeInfo())
+	if err != nil {
+		return nil, fmt.Errorf("creating Prometheus exporter: %w", err)
+	}
+	m := &Metrics{provider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(exporter)), registry: reg}
+	meter := m.provider.Meter("github.com/mutator-dev/mutator")
+	if m.reviews, err = meter.Int64Counter("mutator.reviews",
+		metric.WithDescription("Admission reviews answered, by resource, operation and result."),
+		metric.WithUnit("{review}")); err != nil {
+		return nil, fmt.Errorf("creating reviews counter: %w", err)
+	}
+	if m.changes, err = meter.Int64Counter("mutator.changes",
+		metric.WithDescription("Fields changed (or, in audit mode, that would change), by kind."),
+		metric.WithUnit("{change}")); err != nil {
+		return nil, fmt.Errorf("creating changes counter: %w", err)
+	}
+	if m.duration, err = meter.Float64Histogram("mutator.review.duration",
+		metric.WithDescription("Time spent deciding a review, from decoded request to response."),
+		metric.WithUnit("s"),
+		metric.WithExplicitBucketBoundaries(0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05)); err != nil {
+		return nil, fmt.Errorf("creating duration histogram: %w", err)
+	}
+	return m, nil
+}
+
+// MeterProvider is where other components (knative's webhook, the audit
+// trail) register their instruments.
+func (m *Metrics) MeterProvider() metric.MeterProvider { return m.provider }
+
+// Handler serves the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
+}
+
+// Observe implements admission.Observer.
+func (m *Metrics) Observe(ctx context.Context, o admission.Outcome) {
+	attrs := m.set(bounded(o.Request.Resource.Resource, "pods", "persistentvolumeclaims"),
+		bounded(string(o.Request.Operation), "CREATE", "UPDATE", "DELETE", "CONNECT"), string(o.Result))
+	m.reviews.Add(ctx, 1, attrs)
+	m.duration.Record(ctx, o.Duration.Seconds(), attrs)
+	for _, c := range o.Changes {
+		m.changes.Add(ctx, 1, m.set("", "", string(c.Kind)))
+	}
+}
+
+func (m *Metrics) set(resource, operation, resultOrKind string) metric.MeasurementOption {
+	key := resource + "\x00" + operation + "\x00" + resultOrKind
+	if v, ok := m.sets.Load(key); ok {
+		return v.(metric.MeasurementOption)
+	}
+	var kvs []attribute.KeyValue
+	if resource == "" {
+		kvs = []attribute.KeyValue{attribute.String("kind", resultOrKind)}
+	} else {
+		kvs = []attribute.KeyValue{
+			attribute.String("resource", resource),
+			attribute.String("operation", operation),
+			attribute.String("result", resultOrKind),
+		}
+	}
+	v, _ := m.sets.LoadOrStore(key, metric.WithAttributeSet(attribute.NewSet(kvs...)))
+	return v.(metric.MeasurementOption)
+}
+
+// bounded keeps label values to a known set: they come from the request, and
+// a client sending made-up values must not grow the series without bound.
+func bounded(v string, known ...string) string {
+	for _, k := range known {
+		if v == k {
+			return v
+		}
+	}
+	return "other"
+}
+
+// Shutdown flushes and stops the provider.
+func (m *Metrics) Shutdown(ctx context.Context) error {
+	if err := m.provider.Shutdown(ctx); err != nil {
+		return fmt.Errorf("shutting down meter provider: %w", err)
+	}
+	return nil
+}
