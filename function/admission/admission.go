@@ -35,9 +35,14 @@ const (
 	Rejected  Result = "rejected"  // the object could not be decoded
 )
 
-// Outcome is what one review did.
+// Outcome is what one review did. Only Patched and Audited outcomes carry
+// changes. Observers must not keep Request beyond Observe: it holds the raw
+// objects.
 type Outcome struct {
-	Request  *admissionv1.AdmissionRequest
+	Request *admissionv1.AdmissionRequest
+	// Object is the decoded object's metadata: a Pod created from a
+	// template has a generateName but no name yet.
+	Object   mutation.Metadata
 	Result   Result
 	Changes  []mutation.Change
 	Duration time.Duration
@@ -93,8 +98,8 @@ func (c *Controller) Admit(ctx context.Context, req *admissionv1.AdmissionReques
 	if req == nil {
 		return webhook.MakeErrorStatus("admission review has no request")
 	}
-	resp, result, changes := c.admit(req)
-	out := Outcome{Request: req, Result: result, Changes: changes, Duration: time.Since(start)}
+	resp, out := c.admit(req)
+	out.Request, out.Duration = req, time.Since(start)
 	// knative's request logger is kept at warn level (see package webhook),
 	// so the controller logs through its own.
 	if c.logger.Core().Enabled(zap.DebugLevel) {
@@ -106,8 +111,8 @@ func (c *Controller) Admit(ctx context.Context, req *admissionv1.AdmissionReques
 			zap.String("operation", string(req.Operation)),
 			zap.String("subresource", req.SubResource),
 			zap.Bool("dryRun", req.DryRun != nil && *req.DryRun),
-			zap.String("result", string(result)),
-			zap.Int("changes", len(changes)),
+			zap.String("result", string(out.Result)),
+			zap.Int("changes", len(out.Changes)),
 			zap.Duration("duration", out.Duration))
 	}
 	for _, o := range c.observers {
@@ -116,87 +121,88 @@ func (c *Controller) Admit(ctx context.Context, req *admissionv1.AdmissionReques
 	return resp
 }
 
-func (c *Controller) admit(req *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, Result, []mutation.Change) {
+func (c *Controller) admit(req *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, Outcome) {
 	allowed := &admissionv1.AdmissionResponse{Allowed: true}
 	if c.excluded(req.Namespace) {
-		return allowed, Excluded, nil
+		return allowed, Outcome{Result: Excluded}
 	}
 	var (
 		changes []mutation.Change
+		meta    mutation.Metadata
 		err     error
 	)
 	switch {
 	case req.Kind.Group == "" && req.Kind.Version == "v1" && req.Kind.Kind == "Pod":
-		changes, err = c.pod(req)
+		changes, meta, err = c.pod(req)
 	case req.Kind.Group == "" && req.Kind.Version == "v1" && req.Kind.Kind == "PersistentVolumeClaim":
-		changes, err = c.pvc(req)
+		changes, meta, err = c.pvc(req)
 	default:
 		// Allowed with a warning rather than denied: a webhook configuration
 		// that matches too much must not stop the cluster, but it should
 		// be seen.
 		allowed.Warnings = []string{fmt.Sprintf("mutator: %s is not handled (only v1 Pod and PersistentVolumeClaim); check the webhook's rules", req.Kind.String())}
-		return allowed, Skipped, nil
+		return allowed, Outcome{Result: Skipped}
 	}
 	if err != nil {
-		return webhook.MakeErrorStatus("mutator: %v", err), Rejected, nil
+		return webhook.MakeErrorStatus("mutator: %v", err), Outcome{Result: Rejected}
 	}
 	if len(changes) == 0 {
-		return allowed, Unchanged, nil
+		return allowed, Outcome{Object: meta, Result: Unchanged}
 	}
 	if c.audit {
 		allowed.Warnings = describe(changes, true)
-		return allowed, Audited, changes
+		return allowed, Outcome{Object: meta, Result: Audited, Changes: changes}
 	}
 	patch, err := mutation.Patch(changes)
 	if err != nil {
-		return internalError(err), Rejected, nil
+		return internalError(err), Outcome{Object: meta, Result: Rejected}
 	}
 	pt := admissionv1.PatchTypeJSONPatch
 	allowed.Patch, allowed.PatchType = patch, &pt
 	if c.warnings {
 		allowed.Warnings = describe(changes, false)
 	}
-	return allowed, Patched, changes
+	return allowed, Outcome{Object: meta, Result: Patched, Changes: changes}
 }
 
-func (c *Controller) pod(req *admissionv1.AdmissionRequest) ([]mutation.Change, error) {
+func (c *Controller) pod(req *admissionv1.AdmissionRequest) ([]mutation.Change, mutation.Metadata, error) {
 	switch req.Operation {
 	case admissionv1.Create:
 		if req.SubResource != "" {
-			return nil, nil
+			return nil, mutation.Metadata{}, nil
 		}
 		var pod mutation.Pod
 		if err := decode(req.Object.Raw, &pod, "Pod"); err != nil {
-			return nil, err
+			return nil, mutation.Metadata{}, err
 		}
-		return c.rules.PodSpecOnCreate("/spec", &pod.Spec), nil
+		return c.rules.PodSpecOnCreate("/spec", &pod.Spec), pod.Metadata, nil
 	case admissionv1.Update:
 		// Status and other subresources carry no images to rewrite, and the
 		// API server ignores spec changes made through them.
 		if req.SubResource != "" && req.SubResource != "ephemeralcontainers" {
-			return nil, nil
+			return nil, mutation.Metadata{}, nil
 		}
 		var pod, old mutation.Pod
 		if err := decode(req.Object.Raw, &pod, "Pod"); err != nil {
-			return nil, err
+			return nil, mutation.Metadata{}, err
 		}
 		if err := decode(req.OldObject.Raw, &old, "old Pod"); err != nil {
-			return nil, err
+			return nil, mutation.Metadata{}, err
 		}
-		return c.rules.PodSpecOnUpdate("/spec", &pod.Spec, &old.Spec), nil
+		return c.rules.PodSpecOnUpdate("/spec", &pod.Spec, &old.Spec), pod.Metadata, nil
 	}
-	return nil, nil
+	return nil, mutation.Metadata{}, nil
 }
 
-func (c *Controller) pvc(req *admissionv1.AdmissionRequest) ([]mutation.Change, error) {
+func (c *Controller) pvc(req *admissionv1.AdmissionRequest) ([]mutation.Change, mutation.Metadata, error) {
 	if req.Operation != admissionv1.Create || req.SubResource != "" {
-		return nil, nil
+		return nil, mutation.Metadata{}, nil
 	}
 	var pvc mutation.PVC
 	if err := decode(req.Object.Raw, &pvc, "PersistentVolumeClaim"); err != nil {
-		return nil, err
+		return nil, mutation.Metadata{}, err
 	}
-	return c.rules.PVCOnCreate(&pvc), nil
+	return c.rules.PVCOnCreate(&pvc), pvc.Metadata, nil
 }
 
 func decode(raw []byte, into any, what string) error {

@@ -8,9 +8,7 @@
 package events
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -305,7 +303,7 @@ func (e *Emitter) event(o admission.Outcome) (cloudevents.Event, bool) {
 	subject := req.Namespace + "/" + req.Name
 	if req.Name == "" {
 		// A Pod created from a template has no name until after admission.
-		data.GenerateName = generateName(req.Object.Raw)
+		data.GenerateName = o.Object.GenerateName
 		subject += data.GenerateName
 	}
 
@@ -334,41 +332,6 @@ func (e *Emitter) event(o admission.Outcome) (cloudevents.Event, bool) {
 		return cloudevents.Event{}, false
 	}
 	return ev, true
-}
-
-// generateName reads metadata.generateName from the start of a raw object.
-// The API server writes kind, apiVersion and metadata before spec, so it stops
-// at the first other member instead of scanning the whole object on the
-// request path; anything unexpected gives "".
-func generateName(raw []byte) string {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return ""
-	}
-	for dec.More() {
-		key, err := dec.Token()
-		if err != nil {
-			return ""
-		}
-		switch key {
-		case "metadata":
-			var m struct {
-				GenerateName string `json:"generateName"`
-			}
-			if dec.Decode(&m) != nil {
-				return ""
-			}
-			return m.GenerateName
-		case "kind", "apiVersion":
-			var s string
-			if dec.Decode(&s) != nil {
-				return ""
-			}
-		default:
-			return ""
-		}
-	}
-	return ""
 }
 
 // run is the worker: it sends one event at a time, so at most one event is

@@ -147,6 +147,7 @@ func outcome(r req, result admission.Result, changes ...mutation.Change) admissi
 			DryRun:      &dry,
 			SubResource: "",
 		},
+		Object:   mutation.Metadata{Name: r.name, GenerateName: r.generateName, Namespace: r.ns},
 		Result:   result,
 		Changes:  changes,
 		Duration: time.Millisecond,
@@ -547,22 +548,6 @@ func TestNewValidatesSink(t *testing.T) {
 				t.Errorf("error %q does not name K_SINK", err)
 			}
 		})
-	}
-}
-
-func TestGenerateName(t *testing.T) {
-	tests := []struct{ raw, want string }{
-		{`{"kind":"Pod","apiVersion":"v1","metadata":{"generateName":"web-","labels":{"a":"b"}},"spec":{}}`, "web-"},
-		{`{"metadata":{"name":"x"}}`, ""},
-		{`{"spec":{},"metadata":{"generateName":"late-"}}`, ""}, // not scanned past spec
-		{`{"kind":"Pod","metadata":`, ""},
-		{`[]`, ""},
-		{``, ""},
-	}
-	for _, tt := range tests {
-		if got := generateName([]byte(tt.raw)); got != tt.want {
-			t.Errorf("generateName(%s) = %q, want %q", tt.raw, got, tt.want)
-		}
 	}
 }
 

@@ -124,16 +124,24 @@ func (r *Rules) podSpec(prefix string, spec, old *PodSpec) []Change {
 			before = byName(list.get(old))
 		}
 		for i, c := range list.get(spec) {
-			path := prefix + "/" + list.field + "/" + strconv.Itoa(i)
-			where := fmt.Sprintf("%s %q", list.word, c.Name)
 			prev, existed := before[c.Name]
+			image, rewrite := "", false
 			if old == nil || !existed || prev.Image != c.Image {
-				if to, ok := r.images.Rewrite(c.Image); ok {
-					changes = append(changes, Change{Kind: KindImage, Path: path + "/image", Where: where,
-						From: c.Image, To: to, op: "replace", value: to})
-				}
+				image, rewrite = r.images.Rewrite(c.Image)
 			}
-			if r.policy != "" && (old == nil || !existed) && c.ImagePullPolicy != r.policy {
+			policy := r.policy != "" && (old == nil || !existed) && c.ImagePullPolicy != r.policy
+			if !rewrite && !policy {
+				continue
+			}
+			// Paths and descriptions are built only for containers that
+			// change: most containers of most reviews do not.
+			path := prefix + "/" + list.field + "/" + strconv.Itoa(i)
+			where := list.word + " " + strconv.Quote(c.Name)
+			if rewrite {
+				changes = append(changes, Change{Kind: KindImage, Path: path + "/image", Where: where,
+					From: c.Image, To: image, op: "replace", value: image})
+			}
+			if policy {
 				// "add" sets the member whether or not it is present.
 				changes = append(changes, Change{Kind: KindPullPolicy, Path: path + "/imagePullPolicy", Where: where,
 					From: c.ImagePullPolicy, To: r.policy, op: "add", value: r.policy})
