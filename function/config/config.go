@@ -49,6 +49,19 @@ type Config struct {
 	Sink                   string        `envconfig:"K_SINK"`
 	EventSource            string        `envconfig:"EVENT_SOURCE" default:"mutator"`
 	ShutdownDelay          time.Duration `envconfig:"SHUTDOWN_DELAY" default:"0s"`
+
+	// The standalone server's self-managed certificate (package certs):
+	// with WebhookSecretName set, `mutator serve` fills that Secret in
+	// SystemNamespace with a CA and a serving certificate for the Service,
+	// serves HTTPS with it and keeps the caBundle of the webhooks of
+	// WebhookConfigName that call the Service in sync. SYSTEM_NAMESPACE is
+	// read by knative.dev/pkg as well; set it from the downward API. The two
+	// names default to "mutator" (in normalize, and only in this mode, so
+	// that the other modes' configuration does not show settings they ignore).
+	WebhookSecretName  string `envconfig:"WEBHOOK_SECRET_NAME"`
+	SystemNamespace    string `envconfig:"SYSTEM_NAMESPACE"`
+	WebhookServiceName string `envconfig:"WEBHOOK_SERVICE_NAME"`
+	WebhookConfigName  string `envconfig:"WEBHOOK_CONFIG_NAME"`
 }
 
 // List is a comma-separated list whose entries are trimmed of white space;
@@ -88,6 +101,14 @@ func (c *Config) normalize() {
 	}
 	c.LogLevel = strings.ToLower(strings.TrimSpace(c.LogLevel))
 	c.Mode = Mode(strings.ToLower(strings.TrimSpace(string(c.Mode))))
+	if c.WebhookSecretName != "" {
+		if c.WebhookServiceName == "" {
+			c.WebhookServiceName = "mutator"
+		}
+		if c.WebhookConfigName == "" {
+			c.WebhookConfigName = "mutator"
+		}
+	}
 }
 
 // Validate reports every invalid setting at once, naming the env variable.
@@ -143,10 +164,41 @@ func (c Config) Validate() error {
 	if c.ShutdownDelay < 0 {
 		errs = append(errs, errors.New("SHUTDOWN_DELAY: must not be negative"))
 	}
+	if c.WebhookSecretName != "" {
+		errs = append(errs, c.validateWebhookSecret()...)
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("invalid configuration: %w", errors.Join(errs...))
 	}
 	return nil
+}
+
+// validateWebhookSecret checks the settings of the self-managed certificate;
+// they only matter when WEBHOOK_SECRET_NAME is set.
+func (c Config) validateWebhookSecret() []error {
+	var errs []error
+	for _, msg := range validation.IsDNS1123Subdomain(c.WebhookSecretName) {
+		errs = append(errs, fmt.Errorf("WEBHOOK_SECRET_NAME: %q is not a valid Secret name: %s", c.WebhookSecretName, msg))
+	}
+	if c.SystemNamespace == "" {
+		errs = append(errs, errors.New("SYSTEM_NAMESPACE: required with WEBHOOK_SECRET_NAME (the namespace of the Secret and the Service; set it from the downward API, fieldPath metadata.namespace)"))
+	} else {
+		for _, msg := range validation.IsDNS1123Label(c.SystemNamespace) {
+			errs = append(errs, fmt.Errorf("SYSTEM_NAMESPACE: %q is not a valid namespace: %s", c.SystemNamespace, msg))
+		}
+	}
+	for _, msg := range validation.IsDNS1035Label(c.WebhookServiceName) {
+		errs = append(errs, fmt.Errorf("WEBHOOK_SERVICE_NAME: %q is not a valid Service name: %s", c.WebhookServiceName, msg))
+	}
+	for _, msg := range validation.IsDNS1123Subdomain(c.WebhookConfigName) {
+		errs = append(errs, fmt.Errorf("WEBHOOK_CONFIG_NAME: %q is not a valid MutatingWebhookConfiguration name: %s", c.WebhookConfigName, msg))
+	}
+	// Two sources of the serving certificate would silently disagree about
+	// which one the API server trusts.
+	if c.TLSCertFile != "" || c.TLSKeyFile != "" {
+		errs = append(errs, errors.New("WEBHOOK_SECRET_NAME and TLS_CERT_FILE/TLS_KEY_FILE: set one source of the serving certificate, not both"))
+	}
+	return errs
 }
 
 // Excluded reports whether the namespace is listed in EXCLUDE_NAMESPACES.

@@ -155,11 +155,15 @@ func ValidateRegistry(registry string) error {
 	if !IsRegistryHost(first) {
 		return fmt.Errorf("%q does not start with a registry host: it needs a '.', a ':port' or to be 'localhost', otherwise container runtimes read it as a Docker Hub namespace", registry)
 	}
-	named, err := reference.ParseNamed(registry + "/x")
+	// Two components after the registry: with one, the library would
+	// normalise "docker.io/x" to "docker.io/library/x" and call it
+	// non-canonical, rejecting Docker Hub itself.
+	probe := registry + "/x/x"
+	named, err := reference.ParseNamed(probe)
 	if err != nil {
 		return fmt.Errorf("%q is not a registry host with an optional path: %w", registry, err)
 	}
-	if named.String() != registry+"/x" {
+	if named.String() != probe {
 		return fmt.Errorf("%q is not a registry host with an optional path", registry)
 	}
 	return nil
