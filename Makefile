@@ -61,5 +61,23 @@ fuzz: ## run each fuzz target for FUZZTIME (default 60s)
 bench: ## Go benchmarks (-count 3)
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./function/...
 
+IMAGE ?= ghcr.io/mutator-dev/mutator:latest
+image: ## build the container image (needs a Docker engine)
+	docker build -t $(IMAGE) .
+
+deploy: ## apply the standalone manifests to the current kubectl context
+	kubectl apply -k deploy/standalone
+
+deploy-knative: ## apply the Knative manifests to the current kubectl context
+	kubectl apply -k deploy/knative
+
+undeploy: ## remove the webhook configuration first, then the standalone manifests
+	kubectl delete mutatingwebhookconfiguration mutator --ignore-not-found
+	kubectl delete -k deploy/standalone --ignore-not-found
+
+undeploy-knative: ## remove the webhook configuration first, then the Knative manifests
+	kubectl delete mutatingwebhookconfiguration mutator --ignore-not-found
+	kubectl delete -k deploy/knative --ignore-not-found
+
 clean: ## remove build outputs (keeps the control-plane cache)
 	rm -rf bin

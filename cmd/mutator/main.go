@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -17,8 +18,10 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"knative.dev/pkg/environment"
 
 	"github.com/mutator-dev/mutator/function/app"
+	"github.com/mutator-dev/mutator/function/certs"
 	"github.com/mutator-dev/mutator/function/config"
 	"github.com/mutator-dev/mutator/function/manifests"
 	"github.com/mutator-dev/mutator/function/server"
@@ -26,6 +29,8 @@ import (
 
 const usage = `usage:
   mutator [serve]          serve admission reviews on PORT (configuration from env)
+    [--kubeconfig FILE]    with WEBHOOK_SECRET_NAME, the cluster whose Secret holds
+                           the certificate (default $KUBECONFIG, else in-cluster)
   mutator mutate -f FILE   print manifests (YAML or JSON, "-" for stdin) mutated
                            as the webhook would mutate them on create
 
@@ -43,9 +48,22 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	switch cmd {
 	case "serve":
+		// knative.dev/pkg's client flags (--kubeconfig, --server,
+		// --kube-api-qps, ...), so the binary is configured like any
+		// knative-based controller; only WEBHOOK_SECRET_NAME uses them.
+		fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		var kube environment.ClientConfig
+		kube.InitFlags(fs)
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return 0
+			}
+			return 2
+		}
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()
-		if err := serve(ctx); err != nil {
+		if err := serve(ctx, &kube); err != nil {
 			fmt.Fprintln(stderr, "mutator:", err)
 			return 1
 		}
@@ -60,7 +78,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	return 2
 }
 
-func serve(ctx context.Context) error {
+func serve(ctx context.Context, kube *environment.ClientConfig) error {
 	cfg, err := config.Load()
 	if err != nil {
 		return err
@@ -76,6 +94,14 @@ func serve(ctx context.Context) error {
 			a.Logger.Warn("closing", zap.Error(err))
 		}
 	}()
+	// Only this variant talks to the Kubernetes API; it is set up before
+	// listening so that a configuration error leaves nothing half-started.
+	var certManager *certs.Manager
+	if cfg.WebhookSecretName != "" {
+		if certManager, err = newCertManager(ctx, cfg, kube, a.Logger); err != nil {
+			return err
+		}
+	}
 	if err := a.StartMetrics(); err != nil {
 		return err
 	}
@@ -83,13 +109,37 @@ func serve(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listening: %w", err)
 	}
-	return server.Serve(ctx, ln, server.Options{
+	opts := server.Options{
 		Handler:       a.Handler,
 		Ready:         a.Handler.SetReady,
 		TLSCertFile:   cfg.TLSCertFile,
 		TLSKeyFile:    cfg.TLSKeyFile,
 		ShutdownDelay: cfg.ShutdownDelay,
 		Logger:        a.Logger,
+	}
+	if certManager != nil {
+		// The manager wraps ln in TLS with the Secret's key pair and runs
+		// its controllers while server.Serve serves (and drains) as usual.
+		return certManager.Serve(ctx, ln, func(ctx context.Context, ln net.Listener) error {
+			return server.Serve(ctx, ln, opts)
+		})
+	}
+	return server.Serve(ctx, ln, opts)
+}
+
+// newCertManager sets up the self-managed certificate (WEBHOOK_SECRET_NAME).
+func newCertManager(ctx context.Context, cfg config.Config, kube *environment.ClientConfig, logger *zap.Logger) (*certs.Manager, error) {
+	restCfg, err := kube.GetRESTConfig()
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client configuration for WEBHOOK_SECRET_NAME: %w", err)
+	}
+	return certs.New(ctx, certs.Options{
+		RESTConfig:        restCfg,
+		Namespace:         cfg.SystemNamespace,
+		SecretName:        cfg.WebhookSecretName,
+		ServiceName:       cfg.WebhookServiceName,
+		WebhookConfigName: cfg.WebhookConfigName,
+		Logger:            logger,
 	})
 }
 

@@ -29,6 +29,11 @@ type Options struct {
 	// endpoints are updated; ShutdownTimeout bounds the drain after that.
 	ShutdownDelay, ShutdownTimeout time.Duration
 	Logger                         *zap.Logger
+	// ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout and
+	// MaxHeaderBytes override the defaults below when positive; tests use
+	// them to run in milliseconds.
+	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+	MaxHeaderBytes                                            int
 }
 
 // Timeouts. The API server gives a webhook at most 30 s, so nothing here
@@ -53,11 +58,11 @@ func Serve(ctx context.Context, ln net.Listener, opts Options) error {
 	}
 	srv := &http.Server{
 		Handler:           opts.Handler,
-		ReadHeaderTimeout: readHeaderTimeout,
-		ReadTimeout:       readTimeout,
-		WriteTimeout:      writeTimeout,
-		IdleTimeout:       idleTimeout,
-		MaxHeaderBytes:    maxHeaderBytes,
+		ReadHeaderTimeout: orDefault(opts.ReadHeaderTimeout, readHeaderTimeout),
+		ReadTimeout:       orDefault(opts.ReadTimeout, readTimeout),
+		WriteTimeout:      orDefault(opts.WriteTimeout, writeTimeout),
+		IdleTimeout:       orDefault(opts.IdleTimeout, idleTimeout),
+		MaxHeaderBytes:    orDefault(opts.MaxHeaderBytes, maxHeaderBytes),
 		ErrorLog:          zap.NewStdLog(opts.Logger.WithOptions(zap.IncreaseLevel(zap.WarnLevel))),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
@@ -114,6 +119,13 @@ func Serve(ctx context.Context, ln net.Listener, opts Options) error {
 	}
 	opts.Logger.Info("stopped")
 	return nil
+}
+
+func orDefault[T time.Duration | int](v, def T) T {
+	if v > 0 {
+		return v
+	}
+	return def
 }
 
 // TLSConfig returns a server TLS configuration that reads the key pair from

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/xeipuuv/gojsonschema"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	fn "knative.dev/func/pkg/functions"
 	"knative.dev/serving/pkg/apis/autoscaling"
@@ -106,8 +107,11 @@ func TestFuncYAMLLoadsWithFunc(t *testing.T) {
 		t.Errorf("registry %q should be [registry]/[namespace] or left unset", f.Registry)
 	}
 	s := f.Deploy.Options.Scale
-	if s == nil || s.Min == nil || *s.Min != 0 || s.Max == nil || *s.Max != 10 {
-		t.Errorf("deploy.options.scale = %+v, want min 0, max 10", s)
+	if s == nil {
+		t.Fatalf("deploy.options.scale is not set")
+	}
+	if s.Min == nil || *s.Min != 0 || s.Max == nil || *s.Max != 10 {
+		t.Errorf("deploy.options.scale min/max = %v/%v, want 0/10 (scale to zero, bounded burst)", deref(s.Min), deref(s.Max))
 	}
 }
 
@@ -296,10 +300,18 @@ func TestFuncYAMLMatchesService(t *testing.T) {
 
 	c := svc.Spec.Template.Spec.Containers[0]
 	he := f.Deploy.HealthEndpoints
-	if he.Readiness != c.ReadinessProbe.HTTPGet.Path || he.Liveness != c.LivenessProbe.HTTPGet.Path {
-		t.Errorf("healthEndpoints %+v differ from service.yaml probes %s / %s",
-			he, c.ReadinessProbe.HTTPGet.Path, c.LivenessProbe.HTTPGet.Path)
+	if he.Readiness != probePath(c.ReadinessProbe) || he.Liveness != probePath(c.LivenessProbe) {
+		t.Errorf("healthEndpoints %+v differ from service.yaml probes %q / %q",
+			he, probePath(c.ReadinessProbe), probePath(c.LivenessProbe))
 	}
+}
+
+// probePath is the HTTP GET path of a probe, "" if it has none.
+func probePath(p *corev1.Probe) string {
+	if p == nil || p.HTTPGet == nil {
+		return ""
+	}
+	return p.HTTPGet.Path
 }
 
 func deref[T any](p *T) any {

@@ -1,3 +1,10 @@
+// Knative packaging tests, kept out of the mutator's own go.mod because
+// knative.dev/serving and knative.dev/func pull in a large dependency graph.
+//
+// Update with `go mod tidy -e`: plain `go mod tidy` also resolves the test
+// dependencies of knative.dev/func's packages, one of which
+// (github.com/awslabs/amazon-ecr-credential-helper/ecr-login at func's pinned
+// pseudo-version) the module proxy no longer serves.
 module github.com/mutator-dev/mutator/test/knative
 
 go 1.26.0
@@ -113,4 +120,8 @@ require (
 	sigs.k8s.io/structured-merge-diff/v6 v6.3.3 // indirect
 )
 
+// The tests do not import the mutator's packages (the scaffold test builds
+// the repository root through func's generated go.mod, which has its own
+// replace), so the mutator's dependencies never need to be tidied here. This
+// keeps any future import on the working tree rather than a published version.
 replace github.com/mutator-dev/mutator => ../..

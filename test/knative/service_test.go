@@ -115,7 +115,7 @@ func TestServiceSettings(t *testing.T) {
 
 	spec := svc.Spec.Template.Spec
 	if spec.ContainerConcurrency == nil || *spec.ContainerConcurrency < 1 {
-		t.Errorf("containerConcurrency = %v, want a positive hard limit", spec.ContainerConcurrency)
+		t.Errorf("containerConcurrency = %v, want a positive hard limit", deref(spec.ContainerConcurrency))
 	} else if target > float64(*spec.ContainerConcurrency) {
 		t.Errorf("autoscaling target %v exceeds containerConcurrency %d", target, *spec.ContainerConcurrency)
 	}

@@ -50,9 +50,9 @@ func TestWebhookConfiguration(t *testing.T) {
 	case s.Namespace != svc.Namespace || s.Name != svc.Name:
 		t.Errorf("clientConfig.service = %s/%s, want the Knative Service %s/%s", s.Namespace, s.Name, svc.Namespace, svc.Name)
 	case s.Path == nil || *s.Path != "/mutate":
-		t.Errorf("clientConfig.service.path = %v, want /mutate", s.Path)
+		t.Errorf("clientConfig.service.path = %v, want /mutate", deref(s.Path))
 	case s.Port == nil || *s.Port != 443:
-		t.Errorf("clientConfig.service.port = %v, want 443 (the ingress' cluster-local TLS port)", s.Port)
+		t.Errorf("clientConfig.service.port = %v, want 443 (the ingress' cluster-local TLS port)", deref(s.Port))
 	}
 	if wh.ClientConfig.URL != nil {
 		t.Errorf("clientConfig.url and clientConfig.service are mutually exclusive")
@@ -65,20 +65,20 @@ func TestWebhookConfiguration(t *testing.T) {
 		t.Errorf("admissionReviewVersions = %v, want [v1] (the function only speaks admission.k8s.io/v1)", wh.AdmissionReviewVersions)
 	}
 	if wh.SideEffects == nil || *wh.SideEffects != admissionregistrationv1.SideEffectClassNoneOnDryRun {
-		t.Errorf("sideEffects = %v, want NoneOnDryRun", wh.SideEffects)
+		t.Errorf("sideEffects = %v, want NoneOnDryRun", deref(wh.SideEffects))
 	}
 	// 10s covers a warm Pod only; a cold start needs more. 30 is the API's maximum.
 	if wh.TimeoutSeconds == nil || *wh.TimeoutSeconds < 10 || *wh.TimeoutSeconds > 30 {
-		t.Errorf("timeoutSeconds = %v, want 10..30 to cover a cold start", wh.TimeoutSeconds)
+		t.Errorf("timeoutSeconds = %v, want 10..30 to cover a cold start", deref(wh.TimeoutSeconds))
 	}
 	if wh.FailurePolicy == nil {
 		t.Errorf("failurePolicy must be chosen explicitly")
 	}
 	if wh.ReinvocationPolicy == nil || *wh.ReinvocationPolicy != admissionregistrationv1.IfNeededReinvocationPolicy {
-		t.Errorf("reinvocationPolicy = %v, want IfNeeded", wh.ReinvocationPolicy)
+		t.Errorf("reinvocationPolicy = %v, want IfNeeded", deref(wh.ReinvocationPolicy))
 	}
 	if wh.MatchPolicy == nil || *wh.MatchPolicy != admissionregistrationv1.Equivalent {
-		t.Errorf("matchPolicy = %v, want Equivalent", wh.MatchPolicy)
+		t.Errorf("matchPolicy = %v, want Equivalent", deref(wh.MatchPolicy))
 	}
 
 	wantRules := []struct {
