@@ -52,10 +52,11 @@ test-bin: ## build kube-apiserver, kubectl and etcd into KUBE_ASSETS if missing
 
 FUZZTIME ?= 60s
 fuzz: ## run each fuzz target for FUZZTIME (default 60s)
-	@for target in $$(grep -rhoE '^func (Fuzz[A-Za-z0-9_]+)' --include='*_test.go' function | sed 's/func //'); do \
-	  pkg=$$(grep -rlE "^func $$target\(" --include='*_test.go' function | head -1 | xargs dirname); \
-	  echo "fuzz $$target in ./$$pkg for $(FUZZTIME)"; \
-	  $(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) ./$$pkg || exit 1; \
+	@set -e; for pkg in $$($(GO) list ./function/...); do \
+	  for target in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "fuzz $$target in $$pkg for $(FUZZTIME)"; \
+	    $(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s $$pkg; \
+	  done; \
 	done
 
 bench: ## Go benchmarks (-count 3)
@@ -81,3 +82,12 @@ undeploy-knative: ## remove the webhook configuration first, then the Knative ma
 
 clean: ## remove build outputs (keeps the control-plane cache)
 	rm -rf bin
+
+load: ## load test: bin/mutator on loopback with TLS; 8 workers closed loop, then 1000 req/s, 10 s each
+	GO=$(GO) bash test/load/run.sh
+
+SOAK_DURATION ?= 60s
+SOAK_RATE ?= 1000
+soak: build ## long soak: SOAK_RATE req/s (default 1000) for SOAK_DURATION (default 60s); zero errors, bounded RSS
+	MUTATOR_BIN=$(CURDIR)/$(BIN) SOAK_DURATION=$(SOAK_DURATION) SOAK_RATE=$(SOAK_RATE) \
+	  $(GO) test -count=1 -v -run '^TestSoak$$' -timeout 30m ./test/soak/

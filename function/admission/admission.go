@@ -6,7 +6,6 @@ package admission
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"knative.dev/pkg/webhook"
+	sigsjson "sigs.k8s.io/json"
 
 	"github.com/mutator-dev/mutator/function/config"
 	"github.com/mutator-dev/mutator/function/mutation"
@@ -209,7 +209,9 @@ func decode(raw []byte, into any, what string) error {
 	if len(raw) == 0 {
 		return fmt.Errorf("request has no %s object", what)
 	}
-	if err := json.Unmarshal(raw, into); err != nil {
+	// Case-sensitive, as the API server decodes: encoding/json would let an
+	// "IMAGE" member stand in for "image".
+	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(raw, into); err != nil {
 		return fmt.Errorf("decoding %s: %w", what, err)
 	}
 	return nil

@@ -33,7 +33,7 @@ func New(registry string, ignored, mapping []string) (*Rewriter, error) {
 		if err := ValidateRegistry(r.registry); err != nil {
 			return nil, fmt.Errorf("registry %q: %w", registry, err)
 		}
-		r.keep = append(r.keep, r.registry+"/")
+		r.keep = append(r.keep, foldHost(r.registry)+"/")
 	}
 	for _, p := range ignored {
 		p = strings.TrimSuffix(p, "/")
@@ -41,7 +41,7 @@ func New(registry string, ignored, mapping []string) (*Rewriter, error) {
 			continue
 		}
 		r.ignored = append(r.ignored, p)
-		r.keep = append(r.keep, p+"/")
+		r.keep = append(r.keep, foldHost(p)+"/")
 	}
 	rules, err := ParseRegistryMap(mapping)
 	if err != nil {
@@ -56,7 +56,7 @@ func New(registry string, ignored, mapping []string) (*Rewriter, error) {
 			}
 			r.bySource[rule.Source] = rule.Target
 		}
-		r.keep = append(r.keep, rule.Target+"/")
+		r.keep = append(r.keep, foldHost(rule.Target)+"/")
 	}
 	return r, nil
 }
@@ -74,8 +74,9 @@ func (r *Rewriter) Rewrite(image string) (string, bool) {
 	if image == "" || !r.Enabled() {
 		return image, false
 	}
+	folded := foldHost(image)
 	for _, prefix := range r.keep {
-		if strings.HasPrefix(image, prefix) {
+		if strings.HasPrefix(folded, prefix) {
 			return image, false
 		}
 	}
@@ -136,6 +137,23 @@ func (r *Rewriter) core(image string) string {
 		return r.registry + "/" + rest
 	}
 	return r.registry + "/" + image
+}
+
+// foldHost lower-cases the first path component: registry host names are
+// case-insensitive, so "Registry.Example.com/x" is already on
+// "registry.example.com". Paths are not folded; they are lower case in any
+// valid reference. It does not allocate when there is nothing to fold.
+func foldHost(s string) string {
+	end := strings.IndexByte(s, '/')
+	if end < 0 {
+		end = len(s)
+	}
+	for i := 0; i < end; i++ {
+		if c := s[i]; 'A' <= c && c <= 'Z' {
+			return strings.ToLower(s[:end]) + s[end:]
+		}
+	}
+	return s
 }
 
 // IsRegistryHost reports whether the first component of an image reference

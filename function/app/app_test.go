@@ -1,0 +1,76 @@
+package app_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/mutator-dev/mutator/function/app"
+	"github.com/mutator-dev/mutator/function/config"
+)
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// TestAppServesReviewsAndMetrics assembles the webhook as every mode does and
+// checks that one review shows in both our metrics and knative's.
+func TestAppServesReviewsAndMetrics(t *testing.T) {
+	port := freePort(t)
+	cfg := config.Config{Registry: "registry.example.com/mirror", ImagePullPolicyToForce: "Always",
+		Mode: config.Enforce, LogLevel: "error", MetricsPort: port}
+	a, err := app.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close(context.Background())
+	if err := a.StartMetrics(); err != nil {
+		t.Fatal(err)
+	}
+	body, err := os.ReadFile("../../test/testdata/pod-review.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := httptest.NewRequest(http.MethodPost, "/mutate", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	rec := httptest.NewRecorder()
+	a.Handler.ServeHTTP(rec, req)
+	if rec.Code != 200 || !strings.Contains(rec.Body.String(), `"patch"`) {
+		t.Fatalf("review answered %d: %.300s", rec.Code, rec.Body)
+	}
+	resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(port) + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	text, _ := io.ReadAll(resp.Body)
+	for _, want := range []string{
+		`mutator_reviews_total{operation="CREATE",resource="pods",result="patched"} 1`,
+		`mutator_changes_total{kind="image"} 4`,
+		`kn_webhook_handler_duration_seconds_count`,
+	} {
+		if !strings.Contains(string(text), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}
+
+func TestAppRejectsBadSink(t *testing.T) {
+	cfg := config.Config{ImagePullPolicyToForce: "Always", Mode: config.Enforce, LogLevel: "error", Sink: "not a url"}
+	if _, err := app.New(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "K_SINK") {
+		t.Fatalf("bad sink accepted or unclear error: %v", err)
+	}
+}
