@@ -16,8 +16,10 @@ import (
 )
 
 // Rewriter maps an image reference to the registry it should be pulled from.
-// It is immutable after New and safe for concurrent use.
+// Its rules are immutable after New; it is safe for concurrent use.
 type Rewriter struct {
+	memo *memo // results of Rewrite; parsing a reference is most of its cost
+
 	registry string            // REGISTRY, without a trailing "/"; "" turns the core rule off
 	ignored  []string          // prefixes (registry or registry/path) never rewritten
 	bySource map[string]string // REGISTRY_MAP: normalised source domain -> target
@@ -28,7 +30,7 @@ type Rewriter struct {
 // New builds a Rewriter. registry is REGISTRY, ignored IGNORED_REGISTRIES and
 // mapping the REGISTRY_MAP entries ("source=target").
 func New(registry string, ignored, mapping []string) (*Rewriter, error) {
-	r := &Rewriter{registry: strings.TrimSuffix(registry, "/")}
+	r := &Rewriter{registry: strings.TrimSuffix(registry, "/"), memo: newMemo(memoSize)}
 	if r.registry != "" {
 		if err := ValidateRegistry(r.registry); err != nil {
 			return nil, fmt.Errorf("registry %q: %w", registry, err)
@@ -74,6 +76,18 @@ func (r *Rewriter) Rewrite(image string) (string, bool) {
 	if image == "" || !r.Enabled() {
 		return image, false
 	}
+	// A cluster runs the same few hundred images in every replica of every
+	// rollout, so a small memo answers most calls without the regular
+	// expressions of reference parsing.
+	if out, ok := r.memo.get(image); ok {
+		return out, out != image
+	}
+	out, changed := r.rewrite(image)
+	r.memo.put(image, out)
+	return out, changed
+}
+
+func (r *Rewriter) rewrite(image string) (string, bool) {
 	folded := foldHost(image)
 	for _, prefix := range r.keep {
 		if strings.HasPrefix(folded, prefix) {
