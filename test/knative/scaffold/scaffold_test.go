@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -184,6 +185,39 @@ func TestScaffoldedFunction(t *testing.T) {
 		if code := p.exitCode(); code != 0 {
 			t.Errorf("exit code after SIGTERM = %d, want 0\n%s", code, p.output())
 		}
+	})
+
+	t.Run("cold start", func(t *testing.T) {
+		// Measured, not asserted: process exec to the first answered
+		// AdmissionReview, the part of a scale-from-zero this code owns.
+		body, err := os.ReadFile(filepath.Join(root, "test", "testdata", "pod-review.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var took []time.Duration
+		for i := 0; i < 5; i++ {
+			start := time.Now()
+			p := startFunction(t, bin, "REGISTRY="+targetRegistry)
+			for {
+				resp, err := p.client.Post(p.url("/mutate"), "application/json", bytes.NewReader(body))
+				if err == nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode == http.StatusOK {
+						break
+					}
+				}
+				if time.Since(start) > startTimeout {
+					t.Fatalf("no answered review %v after exec\n%s", startTimeout, p.output())
+				}
+				time.Sleep(time.Millisecond)
+			}
+			took = append(took, time.Since(start))
+			p.stop(t)
+		}
+		slices.Sort(took)
+		t.Logf("exec to first answered AdmissionReview: median %v (min %v, max %v, %d runs)",
+			took[len(took)/2].Round(100*time.Microsecond), took[0].Round(100*time.Microsecond), took[len(took)-1].Round(100*time.Microsecond), len(took))
 	})
 
 	t.Run("invalid configuration exits non-zero", func(t *testing.T) {
