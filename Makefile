@@ -24,7 +24,9 @@ build: ## build bin/mutator
 
 run: build ## run the webhook on localhost:8080 with an example configuration
 	@echo "mutator on http://localhost:8080 (metrics on :9090). In another terminal:"
-	@echo "  curl -s -H 'Content-Type: application/json' --data @test/testdata/pod-review.json http://localhost:8080/mutate | jq -r .response.patch | base64 -d | jq ."
+	@echo "  curl -s -H 'Content-Type: application/json' --data @test/testdata/pod-review.json http://localhost:8080/mutate"
+	@echo "and to read the JSON patch it returns (needs jq):"
+	@echo "  curl -s -H 'Content-Type: application/json' --data @test/testdata/pod-review.json http://localhost:8080/mutate | jq -r .response.patch | base64 -d"
 	@echo
 	$(RUN_ENV) ./$(BIN) serve
 
