@@ -63,6 +63,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()
+		// The first signal starts the drain; restoring the default handlers
+		// then lets a second one end the process at once.
+		context.AfterFunc(ctx, stop)
 		if err := serve(ctx, &kube); err != nil {
 			fmt.Fprintln(stderr, "mutator:", err)
 			return 1

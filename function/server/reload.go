@@ -19,6 +19,14 @@ type keyPairReloader struct {
 	mu      sync.Mutex
 	cert    *tls.Certificate
 	version string
+	lastErr string // the last reload error reported, "" when none
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }
 
 func newKeyPairReloader(certFile, keyFile string, logger *zap.Logger) (*keyPairReloader, error) {
@@ -33,11 +41,19 @@ func newKeyPairReloader(certFile, keyFile string, logger *zap.Logger) (*keyPairR
 // handshake; with keep-alive connections from the API server that is rare,
 // so two stat calls per handshake cost nothing measurable.
 func (k *keyPairReloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-	if err := k.reload(); err != nil {
-		k.logger.Warn("keeping the previous TLS key pair", zap.Error(err))
-	}
+	err := k.reload()
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	// Logged when the problem changes, not on every handshake: a broken
+	// renewal would otherwise flood the log at the rate of new connections.
+	if msg := errString(err); msg != k.lastErr {
+		k.lastErr = msg
+		if err != nil {
+			k.logger.Warn("keeping the previous TLS key pair", zap.Error(err))
+		} else {
+			k.logger.Info("TLS key pair reloaded")
+		}
+	}
 	return k.cert, nil
 }
 

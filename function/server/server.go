@@ -112,6 +112,9 @@ func Serve(ctx context.Context, ln net.Listener, opts Options) error {
 	sctx, cancel := context.WithTimeout(context.Background(), opts.ShutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
+		// Past the deadline: cut the connections still open rather than
+		// leave their goroutines behind.
+		_ = srv.Close()
 		return fmt.Errorf("draining: %w", err)
 	}
 	if err := <-errc; err != nil {
