@@ -121,9 +121,10 @@ func serve(ctx context.Context, kube *environment.ClientConfig) error {
 		Logger:        a.Logger,
 	}
 	if certManager != nil {
-		// The manager wraps ln in TLS with the Secret's key pair and runs
-		// its controllers while server.Serve serves (and drains) as usual.
-		return certManager.Serve(ctx, ln, func(ctx context.Context, ln net.Listener) error {
+		// HTTPS with the Secret's key pair; the certificate controllers run
+		// while the server serves (and drains) as usual.
+		opts.GetCertificate = certManager.GetCertificate
+		return certManager.Serve(ctx, func(ctx context.Context) error {
 			return server.Serve(ctx, ln, opts)
 		})
 	}

@@ -44,7 +44,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"sync"
 	"time"
@@ -57,7 +56,6 @@ import (
 	"knative.dev/pkg/controller"
 	"knative.dev/pkg/injection"
 	"knative.dev/pkg/logging"
-	knativetls "knative.dev/pkg/network/tls"
 	"knative.dev/pkg/system"
 	"knative.dev/pkg/webhook"
 	"knative.dev/pkg/webhook/certificates"
@@ -166,22 +164,10 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 	return m, nil
 }
 
-// TLSConfig returns the server TLS configuration: the key pair comes from the
-// Secret on every handshake. The minimum version is TLS 1.3 unless
-// WEBHOOK_TLS_MIN_VERSION says 1.2, as for the file-based variant.
-func (m *Manager) TLSConfig() (*tls.Config, error) {
-	cfg, err := knativetls.DefaultConfigFromEnv("WEBHOOK_")
-	if err != nil {
-		return nil, fmt.Errorf("reading TLS settings: %w", err)
-	}
-	if cfg.MinVersion < tls.VersionTLS12 {
-		return nil, errors.New("WEBHOOK_TLS_MIN_VERSION: TLS below 1.2 is not supported")
-	}
-	cfg.GetCertificate = m.keyPair.GetCertificate
-	// http.Server.ServeTLS would add these; Serve on a TLS listener does
-	// not, and the API server prefers HTTP/2.
-	cfg.NextProtos = []string{"h2", "http/1.1"}
-	return cfg, nil
+// GetCertificate serves the key pair from the Secret, read on every TLS
+// handshake (from the informer's cache), so a rotation needs no restart.
+func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return m.keyPair.GetCertificate(hello)
 }
 
 // Run starts the informers, waits for their first list and runs the
@@ -227,15 +213,10 @@ func (m *Manager) synced() bool {
 	return true
 }
 
-// Serve runs the controllers while serve serves HTTPS on ln with TLSConfig.
-// Both stop when ctx is done; if the controllers fail first, serve's context
-// is cancelled (so it drains) and their error is returned.
-func (m *Manager) Serve(ctx context.Context, ln net.Listener, serve func(context.Context, net.Listener) error) error {
-	tlsCfg, err := m.TLSConfig()
-	if err != nil {
-		_ = ln.Close()
-		return err
-	}
+// Serve runs the controllers while serve serves, and stops serving when the
+// controllers fail (for example when RBAC keeps their caches empty). Both
+// stop when ctx is done.
+func (m *Manager) Serve(ctx context.Context, serve func(context.Context) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	runErr := make(chan error, 1)
@@ -246,11 +227,10 @@ func (m *Manager) Serve(ctx context.Context, ln net.Listener, serve func(context
 		}
 		runErr <- err
 	}()
-	// serve sees a plain listener (and logs tls=false): the TLS is ours.
 	m.logger.Info("serving HTTPS with the certificate from the Secret",
 		zap.String("secret", m.opts.Namespace+"/"+m.opts.SecretName),
 		zap.String("dnsName", m.opts.ServiceName+"."+m.opts.Namespace+".svc"))
-	err = serve(ctx, tls.NewListener(ln, tlsCfg))
+	err := serve(ctx)
 	cancel()
 	return errors.Join(<-runErr, err)
 }

@@ -25,6 +25,9 @@ type Options struct {
 	Ready func(bool)
 	// TLSCertFile and TLSKeyFile enable HTTPS; both or neither.
 	TLSCertFile, TLSKeyFile string
+	// GetCertificate, when set instead, enables HTTPS with certificates
+	// from elsewhere (the Secret the standalone mode manages).
+	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 	// ShutdownDelay is how long to keep serving after the stop signal while
 	// endpoints are updated; ShutdownTimeout bounds the drain after that.
 	ShutdownDelay, ShutdownTimeout time.Duration
@@ -73,11 +76,19 @@ func Serve(ctx context.Context, ln net.Listener, opts Options) error {
 	srv.Protocols.SetHTTP2(true)
 	srv.Protocols.SetUnencryptedHTTP2(true)
 
-	tlsOn := opts.TLSCertFile != "" || opts.TLSKeyFile != ""
+	tlsOn := opts.TLSCertFile != "" || opts.TLSKeyFile != "" || opts.GetCertificate != nil
 	if tlsOn {
-		cfg, err := TLSConfig(opts.TLSCertFile, opts.TLSKeyFile, opts.Logger)
+		cfg, err := baseTLSConfig()
 		if err != nil {
 			return err
+		}
+		cfg.GetCertificate = opts.GetCertificate
+		if cfg.GetCertificate == nil {
+			kp, err := newKeyPairReloader(opts.TLSCertFile, opts.TLSKeyFile, opts.Logger)
+			if err != nil {
+				return err
+			}
+			cfg.GetCertificate = kp.GetCertificate
 		}
 		srv.TLSConfig = cfg
 	}
@@ -131,11 +142,12 @@ func orDefault[T time.Duration | int](v, def T) T {
 	return def
 }
 
-// TLSConfig returns a server TLS configuration that reads the key pair from
-// disk and reloads it when the files change (cert-manager renews them in
-// place). The minimum version is TLS 1.3 unless WEBHOOK_TLS_MIN_VERSION says
-// 1.2, as in knative.dev/pkg.
-func TLSConfig(certFile, keyFile string, logger *zap.Logger) (*tls.Config, error) {
+// baseTLSConfig is the server TLS configuration without certificates: TLS
+// 1.3 minimum unless WEBHOOK_TLS_MIN_VERSION says 1.2, and the other
+// WEBHOOK_TLS_* settings, as in knative.dev/pkg. Certificates come from
+// files reloaded when they change (cert-manager renews them in place) or
+// from Options.GetCertificate.
+func baseTLSConfig() (*tls.Config, error) {
 	cfg, err := knativetls.DefaultConfigFromEnv("WEBHOOK_")
 	if err != nil {
 		return nil, fmt.Errorf("reading TLS settings: %w", err)
@@ -143,10 +155,5 @@ func TLSConfig(certFile, keyFile string, logger *zap.Logger) (*tls.Config, error
 	if cfg.MinVersion < tls.VersionTLS12 {
 		return nil, fmt.Errorf("WEBHOOK_TLS_MIN_VERSION: TLS below 1.2 is not supported")
 	}
-	kp, err := newKeyPairReloader(certFile, keyFile, logger)
-	if err != nil {
-		return nil, err
-	}
-	cfg.GetCertificate = kp.GetCertificate
 	return cfg, nil
 }
