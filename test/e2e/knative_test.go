@@ -1,0 +1,134 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/mutator-dev/mutator/test/e2e/cluster"
+)
+
+// TestKnativeManifests applies deploy/knative with a server-side dry run,
+// against Knative Serving's own CRDs (from the knative.dev/serving module the
+// Knative tests pin) and stand-ins for cert-manager's kinds.
+func TestKnativeManifests(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	root := standaloneRepoRoot(t)
+
+	serving := servingModuleDir(t, ctx, root)
+	crds := filepath.Join(serving, "config", "core", "300-resources")
+	var files []string
+	for _, name := range []string{"service.yaml", "configuration.yaml", "revision.yaml", "route.yaml"} {
+		files = append(files, "-f", filepath.Join(crds, name))
+	}
+	if _, stderr, err := kube.Kubectl(ctx, append([]string{"apply"}, files...)...); err != nil {
+		t.Fatalf("installing Knative Serving CRDs from %s: %v\n%s", crds, err, stderr)
+	}
+	if _, stderr, err := kube.Kubectl(ctx, append([]string{"wait", "--for=condition=Established", "--timeout=30s"}, files...)...); err != nil {
+		t.Fatalf("Knative Serving CRDs not established: %v\n%s", err, stderr)
+	}
+	installClusterIssuerCRD(t, ctx)
+	standaloneCertManagerCRDs(t, ctx) // Certificate (and Issuer)
+	err := cluster.WaitFor(ctx, 100*time.Millisecond, func(ctx context.Context) (bool, error) {
+		out, _, err := kube.Kubectl(ctx, "api-resources", "-o", "name")
+		return err == nil && strings.Contains(out, "services.serving.knative.dev") && strings.Contains(out, "clusterissuers.cert-manager.io"), nil
+	})
+	if err != nil {
+		t.Fatalf("Knative and cert-manager kinds not discoverable: %v", err)
+	}
+	// A dry run creates nothing, so the namespaces its objects go into must
+	// exist already.
+	standaloneEnsureNamespace(t, ctx)
+	for _, ns := range []string{"cert-manager"} {
+		_, err := kube.Client().CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+	}
+
+	dir := filepath.Join(root, "deploy", "knative")
+	out, stderr, err := kube.Kubectl(ctx, "apply", "--dry-run=server", "-k", dir)
+	if err != nil {
+		t.Fatalf("kubectl apply --dry-run=server -k %s: %v\n%s\n%s", dir, err, out, stderr)
+	}
+	objs := standaloneRender(t, ctx, dir)
+	if n := strings.Count(out, "(server dry run)"); n != len(objs) {
+		t.Errorf("server dry run reported %d objects, the kustomization has %d:\n%s", n, len(objs), out)
+	}
+	for _, want := range []string{"service.serving.knative.dev/mutator", "mutatingwebhookconfiguration.admissionregistration.k8s.io/mutator"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("dry run output lacks %s:\n%s", want, out)
+		}
+	}
+	// The schema of Knative's CRD is enforced: a broken copy must fail.
+	broken := filepath.Join(t.TempDir(), "service.yaml")
+	svc, err := os.ReadFile(filepath.Join(dir, "service.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(broken, []byte(strings.Replace(string(svc), "containerConcurrency: 100", "containerConcurrency: many", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := kube.Kubectl(ctx, "apply", "--dry-run=server", "-f", broken); err == nil {
+		t.Error("a Service with containerConcurrency: many passed the server-side dry run")
+	}
+}
+
+// servingModuleDir finds knative.dev/serving in the module cache through the
+// test/knative module, which pins it (and downloads it when missing).
+func servingModuleDir(t *testing.T, ctx context.Context, root string) string {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Dir}}", "knative.dev/serving")
+	cmd.Dir = filepath.Join(root, "test", "knative")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("locating knative.dev/serving: %v", err)
+	}
+	dir := strings.TrimSpace(string(out))
+	if dir == "" {
+		t.Fatal("knative.dev/serving is not in the module cache")
+	}
+	return dir
+}
+
+// installClusterIssuerCRD installs a stand-in for cert-manager's
+// cluster-scoped ClusterIssuer, with any content.
+func installClusterIssuerCRD(t *testing.T, ctx context.Context) {
+	t.Helper()
+	const crd = `apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: clusterissuers.cert-manager.io
+spec:
+  group: cert-manager.io
+  scope: Cluster
+  names: {kind: ClusterIssuer, listKind: ClusterIssuerList, plural: clusterissuers, singular: clusterissuer}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema:
+          type: object
+          x-kubernetes-preserve-unknown-fields: true
+`
+	path := filepath.Join(t.TempDir(), "clusterissuer-crd.yaml")
+	if err := os.WriteFile(path, []byte(crd), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, err := kube.Kubectl(ctx, "apply", "-f", path); err != nil {
+		t.Fatalf("installing ClusterIssuer stand-in: %v\n%s", err, stderr)
+	}
+	if _, stderr, err := kube.Kubectl(ctx, "wait", "--for=condition=Established", "--timeout=30s", "-f", path); err != nil {
+		t.Fatalf("ClusterIssuer stand-in not established: %v\n%s", err, stderr)
+	}
+}
