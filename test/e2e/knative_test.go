@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -87,17 +88,19 @@ func TestKnativeManifests(t *testing.T) {
 // test/knative module, which pins it (and downloads it when missing).
 func servingModuleDir(t *testing.T, ctx context.Context, root string) string {
 	t.Helper()
-	cmd := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Dir}}", "knative.dev/serving")
+	// go mod download (unlike go list -m) fetches the module when the
+	// cache lacks it, as on a fresh machine where these tests run first.
+	cmd := exec.CommandContext(ctx, "go", "mod", "download", "-json", "knative.dev/serving")
 	cmd.Dir = filepath.Join(root, "test", "knative")
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("locating knative.dev/serving: %v", err)
+		t.Fatalf("downloading knative.dev/serving: %v\n%s", err, out)
 	}
-	dir := strings.TrimSpace(string(out))
-	if dir == "" {
-		t.Fatal("knative.dev/serving is not in the module cache")
+	var mod struct{ Dir, Error string }
+	if err := json.Unmarshal(out, &mod); err != nil || mod.Dir == "" {
+		t.Fatalf("locating knative.dev/serving: %v %s\n%s", err, mod.Error, out)
 	}
-	return dir
+	return mod.Dir
 }
 
 // installClusterIssuerCRD installs a stand-in for cert-manager's
