@@ -37,8 +37,7 @@ func TestKnativeManifests(t *testing.T) {
 	if _, stderr, err := kube.Kubectl(ctx, append([]string{"wait", "--for=condition=Established", "--timeout=30s"}, files...)...); err != nil {
 		t.Fatalf("Knative Serving CRDs not established: %v\n%s", err, stderr)
 	}
-	installClusterIssuerCRD(t, ctx)
-	standaloneCertManagerCRDs(t, ctx) // Certificate (and Issuer)
+	standaloneCertManagerCRDs(t, ctx)
 	err := cluster.WaitFor(ctx, 100*time.Millisecond, func(ctx context.Context) (bool, error) {
 		out, _, err := kube.Kubectl(ctx, "api-resources", "-o", "name")
 		return err == nil && strings.Contains(out, "services.serving.knative.dev") && strings.Contains(out, "clusterissuers.cert-manager.io"), nil
@@ -101,37 +100,4 @@ func servingModuleDir(t *testing.T, ctx context.Context, root string) string {
 		t.Fatalf("locating knative.dev/serving: %v %s\n%s", err, mod.Error, out)
 	}
 	return mod.Dir
-}
-
-// installClusterIssuerCRD installs a stand-in for cert-manager's
-// cluster-scoped ClusterIssuer, with any content.
-func installClusterIssuerCRD(t *testing.T, ctx context.Context) {
-	t.Helper()
-	const crd = `apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: clusterissuers.cert-manager.io
-spec:
-  group: cert-manager.io
-  scope: Cluster
-  names: {kind: ClusterIssuer, listKind: ClusterIssuerList, plural: clusterissuers, singular: clusterissuer}
-  versions:
-    - name: v1
-      served: true
-      storage: true
-      schema:
-        openAPIV3Schema:
-          type: object
-          x-kubernetes-preserve-unknown-fields: true
-`
-	path := filepath.Join(t.TempDir(), "clusterissuer-crd.yaml")
-	if err := os.WriteFile(path, []byte(crd), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, stderr, err := kube.Kubectl(ctx, "apply", "-f", path); err != nil {
-		t.Fatalf("installing ClusterIssuer stand-in: %v\n%s", err, stderr)
-	}
-	if _, stderr, err := kube.Kubectl(ctx, "wait", "--for=condition=Established", "--timeout=30s", "-f", path); err != nil {
-		t.Fatalf("ClusterIssuer stand-in not established: %v\n%s", err, stderr)
-	}
 }

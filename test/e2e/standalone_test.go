@@ -804,12 +804,13 @@ func standaloneSAKubeconfig(t *testing.T, ctx context.Context) string {
 	return path
 }
 
-// standaloneCertManagerCRDs installs stand-ins for cert-manager's Issuer and
-// Certificate CRDs: the kinds, namespaced, with any content.
+// standaloneCertManagerCRDs installs stand-ins for cert-manager's Issuer,
+// Certificate and ClusterIssuer CRDs: the kinds, with any content.
 func standaloneCertManagerCRDs(t *testing.T, ctx context.Context) {
 	t.Helper()
 	var b strings.Builder
-	for _, kind := range []string{"Issuer", "Certificate"} {
+	for _, k := range []struct{ kind, scope string }{{"Issuer", "Namespaced"}, {"Certificate", "Namespaced"}, {"ClusterIssuer", "Cluster"}} {
+		kind := k.kind
 		plural := strings.ToLower(kind) + "s"
 		fmt.Fprintf(&b, `---
 apiVersion: apiextensions.k8s.io/v1
@@ -818,7 +819,7 @@ metadata:
   name: %[2]s.cert-manager.io
 spec:
   group: cert-manager.io
-  scope: Namespaced
+  scope: %[4]s
   names: {kind: %[1]s, listKind: %[1]sList, plural: %[2]s, singular: %[3]s}
   versions:
     - name: v1
@@ -828,7 +829,7 @@ spec:
         openAPIV3Schema:
           type: object
           x-kubernetes-preserve-unknown-fields: true
-`, kind, plural, strings.ToLower(kind))
+`, kind, plural, strings.ToLower(kind), k.scope)
 	}
 	path := filepath.Join(t.TempDir(), "cert-manager-crds.yaml")
 	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
@@ -850,7 +851,7 @@ spec:
 	// kubectl's discovery must see the new kinds before the dry run.
 	err := cluster.WaitFor(ctx, 100*time.Millisecond, func(ctx context.Context) (bool, error) {
 		out, _, err := kube.Kubectl(ctx, "api-resources", "--api-group=cert-manager.io", "-o", "name")
-		return err == nil && strings.Contains(out, "certificates") && strings.Contains(out, "issuers"), nil
+		return err == nil && strings.Contains(out, "certificates") && strings.Count(out, "issuers.cert-manager.io") == 2, nil
 	})
 	if err != nil {
 		t.Fatalf("cert-manager stand-in kinds not discoverable: %v", err)
