@@ -62,6 +62,12 @@ type Config struct {
 	SystemNamespace    string `envconfig:"SYSTEM_NAMESPACE"`
 	WebhookServiceName string `envconfig:"WEBHOOK_SERVICE_NAME"`
 	WebhookConfigName  string `envconfig:"WEBHOOK_CONFIG_NAME"`
+
+	// The Go runtime reads these itself; they are read here only to know
+	// whether the operator chose garbage collector settings (see
+	// app.tuneGC).
+	GoGC       string `envconfig:"GOGC"`
+	GoMemLimit string `envconfig:"GOMEMLIMIT"`
 }
 
 // List is a comma-separated list whose entries are trimmed of white space;
