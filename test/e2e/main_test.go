@@ -6,13 +6,12 @@ import (
 	"log"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/mutator-dev/mutator/test/e2e/cluster"
+	"github.com/mutator-dev/mutator/test/internal/mutatorbin"
 )
 
 // Package-wide state, set up once by TestMain and read-only afterwards.
@@ -95,18 +94,7 @@ func runMain(m *testing.M) (code int) {
 func buildMutator(dir string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
 	defer cancel()
-	gomod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("locating go.mod: %w", err)
-	}
-	root := filepath.Dir(strings.TrimSpace(string(gomod)))
-	bin := filepath.Join(dir, "mutator")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/mutator")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("building the mutator in %s: %w\n%s", root, err, out)
-	}
-	return bin, nil
+	return mutatorbin.Build(ctx, dir)
 }
 
 // writeServingCert creates the webhook CA and one serving certificate for

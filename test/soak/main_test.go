@@ -7,12 +7,11 @@ import (
 	"fmt"
 	"log"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
+	"github.com/mutator-dev/mutator/test/internal/mutatorbin"
 	"github.com/mutator-dev/mutator/test/load/loadgen"
 )
 
@@ -63,16 +62,5 @@ func binary(dir string) (string, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	gomod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("locating go.mod: %w", err)
-	}
-	root := filepath.Dir(strings.TrimSpace(string(gomod)))
-	bin := filepath.Join(dir, "mutator")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/mutator")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("building the mutator in %s: %w\n%s", root, err, out)
-	}
-	return bin, nil
+	return mutatorbin.Build(ctx, dir)
 }
