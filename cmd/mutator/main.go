@@ -187,5 +187,13 @@ func mutate(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, c.Describe(false))
 	}
 	fmt.Fprintf(stderr, "mutator: %d of %d documents changed\n", res.Changed, res.Documents)
+	if len(res.Problems) > 0 {
+		// The webhook would refuse these objects: fail the preview, so
+		// that a CI job running it stops before the cluster does.
+		for _, p := range res.Problems {
+			fmt.Fprintln(stderr, "mutator: would deny:", p)
+		}
+		return 1
+	}
 	return 0
 }

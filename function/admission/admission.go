@@ -7,9 +7,10 @@ package admission
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"strings"
 	"time"
 
-	jsonv2 "github.com/go-json-experiment/json"
 	"go.uber.org/zap"
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -33,11 +34,12 @@ const (
 	Excluded  Result = "excluded"  // namespace in EXCLUDE_NAMESPACES
 	Skipped   Result = "skipped"   // a kind, operation or subresource the webhook does not handle
 	Rejected  Result = "rejected"  // the object could not be decoded
+	Denied    Result = "denied"    // enforce mode, an image no allowed registry can serve
 )
 
 // Outcome is what one review did. Only Patched and Audited outcomes carry
-// changes. Observers must not keep Request beyond Observe: it holds the raw
-// objects.
+// changes; Denied and Audited ones carry the refused images. Observers must
+// not keep Request beyond Observe: it holds the raw objects.
 type Outcome struct {
 	Request *admissionv1.AdmissionRequest
 	// Object is the decoded object's metadata: a Pod created from a
@@ -45,6 +47,7 @@ type Outcome struct {
 	Object   mutation.Metadata
 	Result   Result
 	Changes  []mutation.Change
+	Problems []mutation.Problem
 	Duration time.Duration
 }
 
@@ -127,13 +130,14 @@ func (c *Controller) admit(req *admissionv1.AdmissionRequest) (*admissionv1.Admi
 		return allowed, Outcome{Result: Excluded}
 	}
 	var (
-		changes []mutation.Change
-		meta    mutation.Metadata
-		err     error
+		changes  []mutation.Change
+		problems []mutation.Problem
+		meta     mutation.Metadata
+		err      error
 	)
 	switch {
 	case req.Kind.Group == "" && req.Kind.Version == "v1" && req.Kind.Kind == "Pod":
-		changes, meta, err = c.pod(req)
+		changes, problems, meta, err = c.pod(req)
 	case req.Kind.Group == "" && req.Kind.Version == "v1" && req.Kind.Kind == "PersistentVolumeClaim":
 		changes, meta, err = c.pvc(req)
 	default:
@@ -146,12 +150,18 @@ func (c *Controller) admit(req *admissionv1.AdmissionRequest) (*admissionv1.Admi
 	if err != nil {
 		return webhook.MakeErrorStatus("mutator: %v", err), Outcome{Result: Rejected}
 	}
-	if len(changes) == 0 {
+	if len(problems) > 0 && !c.audit {
+		// The provenance guarantee: a Pod that would pull an image no
+		// allowed registry serves is refused, never admitted with the
+		// original reference.
+		return deny(problems), Outcome{Object: meta, Result: Denied, Problems: problems}
+	}
+	if len(changes) == 0 && len(problems) == 0 {
 		return allowed, Outcome{Object: meta, Result: Unchanged}
 	}
 	if c.audit {
-		allowed.Warnings = describe(changes, true)
-		return allowed, Outcome{Object: meta, Result: Audited, Changes: changes}
+		allowed.Warnings = append(describe(changes, true), describeProblems(problems)...)
+		return allowed, Outcome{Object: meta, Result: Audited, Changes: changes, Problems: problems}
 	}
 	patch, err := mutation.Patch(changes)
 	if err != nil {
@@ -165,33 +175,35 @@ func (c *Controller) admit(req *admissionv1.AdmissionRequest) (*admissionv1.Admi
 	return allowed, Outcome{Object: meta, Result: Patched, Changes: changes}
 }
 
-func (c *Controller) pod(req *admissionv1.AdmissionRequest) ([]mutation.Change, mutation.Metadata, error) {
+func (c *Controller) pod(req *admissionv1.AdmissionRequest) ([]mutation.Change, []mutation.Problem, mutation.Metadata, error) {
 	switch req.Operation {
 	case admissionv1.Create:
 		if req.SubResource != "" {
-			return nil, mutation.Metadata{}, nil
+			return nil, nil, mutation.Metadata{}, nil
 		}
 		var pod mutation.Pod
-		if err := decode(req.Object.Raw, &pod, "Pod"); err != nil {
-			return nil, mutation.Metadata{}, err
+		if err := mutation.Decode(req.Object.Raw, &pod, "Pod"); err != nil {
+			return nil, nil, mutation.Metadata{}, err
 		}
-		return c.rules.PodSpecOnCreate("/spec", &pod.Spec), pod.Metadata, nil
+		changes, problems := c.rules.PodSpecOnCreate("/spec", &pod.Spec)
+		return changes, problems, pod.Metadata, nil
 	case admissionv1.Update:
 		// Status and other subresources carry no images to rewrite, and the
 		// API server ignores spec changes made through them.
 		if req.SubResource != "" && req.SubResource != "ephemeralcontainers" {
-			return nil, mutation.Metadata{}, nil
+			return nil, nil, mutation.Metadata{}, nil
 		}
 		var pod, old mutation.Pod
-		if err := decode(req.Object.Raw, &pod, "Pod"); err != nil {
-			return nil, mutation.Metadata{}, err
+		if err := mutation.Decode(req.Object.Raw, &pod, "Pod"); err != nil {
+			return nil, nil, mutation.Metadata{}, err
 		}
-		if err := decode(req.OldObject.Raw, &old, "old Pod"); err != nil {
-			return nil, mutation.Metadata{}, err
+		if err := mutation.Decode(req.OldObject.Raw, &old, "old Pod"); err != nil {
+			return nil, nil, mutation.Metadata{}, err
 		}
-		return c.rules.PodSpecOnUpdate("/spec", &pod.Spec, &old.Spec), pod.Metadata, nil
+		changes, problems := c.rules.PodSpecOnUpdate("/spec", &pod.Spec, &old.Spec)
+		return changes, problems, pod.Metadata, nil
 	}
-	return nil, mutation.Metadata{}, nil
+	return nil, nil, mutation.Metadata{}, nil
 }
 
 func (c *Controller) pvc(req *admissionv1.AdmissionRequest) ([]mutation.Change, mutation.Metadata, error) {
@@ -199,25 +211,10 @@ func (c *Controller) pvc(req *admissionv1.AdmissionRequest) ([]mutation.Change, 
 		return nil, mutation.Metadata{}, nil
 	}
 	var pvc mutation.PVC
-	if err := decode(req.Object.Raw, &pvc, "PersistentVolumeClaim"); err != nil {
+	if err := mutation.Decode(req.Object.Raw, &pvc, "PersistentVolumeClaim"); err != nil {
 		return nil, mutation.Metadata{}, err
 	}
-	return c.rules.PVCOnCreate(&pvc), pvc.Metadata, nil
-}
-
-func decode(raw []byte, into any, what string) error {
-	if len(raw) == 0 {
-		return fmt.Errorf("request has no %s object", what)
-	}
-	// github.com/go-json-experiment/json (encoding/json/v2 before it left
-	// GOEXPERIMENT) decodes the few fields the rules read about three times
-	// faster than encoding/json, which must scan the object twice. It is
-	// also case-sensitive, as the API server is: encoding/json would let an
-	// "IMAGE" member stand in for "image".
-	if err := jsonv2.Unmarshal(raw, into); err != nil {
-		return fmt.Errorf("decoding %s: %w", what, err)
-	}
-	return nil
+	return c.rules.PVCOnCreate(&pvc), pvc.Metadata.Metadata, nil
 }
 
 func describe(changes []mutation.Change, pending bool) []string {
@@ -226,6 +223,38 @@ func describe(changes []mutation.Change, pending bool) []string {
 		out[i] = "mutator: " + ch.Describe(pending)
 	}
 	return out
+}
+
+// describeProblems words refused images for audit-mode warnings.
+func describeProblems(problems []mutation.Problem) []string {
+	out := make([]string, len(problems))
+	for i, p := range problems {
+		out[i] = "mutator: would deny: " + p.String()
+	}
+	return out
+}
+
+// maxDenialProblems bounds how many refused images one denial lists; the
+// message travels back to the client through the API server.
+const maxDenialProblems = 5
+
+// deny refuses the object, naming each refused image and why.
+func deny(problems []mutation.Problem) *admissionv1.AdmissionResponse {
+	var b strings.Builder
+	b.WriteString("mutator: ")
+	for i, p := range problems {
+		if i == maxDenialProblems {
+			fmt.Fprintf(&b, "; and %d more", len(problems)-i)
+			break
+		}
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(p.String())
+	}
+	return &admissionv1.AdmissionResponse{Result: &metav1.Status{
+		Status: metav1.StatusFailure, Code: http.StatusForbidden, Reason: metav1.StatusReasonForbidden, Message: b.String(),
+	}}
 }
 
 func internalError(err error) *admissionv1.AdmissionResponse {

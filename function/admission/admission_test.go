@@ -253,3 +253,71 @@ func TestAdmitNilRequest(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestAdmitRefused: a Pod that would pull an image no allowed registry can
+// serve is denied in enforce mode, with a message naming the container or
+// volume and the reason, and only warned about in audit mode.
+func TestAdmitRefused(t *testing.T) {
+	long := "evil.example.com/" + strings.Repeat("a", 250) + ":1"
+	enforce := config.Config{Registry: "registry.example.com/mirror", Mode: config.Enforce, ImagePullPolicyToForce: "Always"}
+	audit := enforce
+	audit.Mode = config.Audit
+	volumePod := pod("nginx")
+	volumePod.Spec.Volumes = []corev1.Volume{{Name: "ext", VolumeSource: corev1.VolumeSource{Image: &corev1.ImageVolumeSource{Reference: "quay.io/" + strings.Repeat("b", 250)}}}}
+	hugePod := pod("quay.io/" + strings.Repeat("c", 64<<10))
+	updated := pod("nginx", long)
+	tests := []struct {
+		name       string
+		cfg        config.Config
+		op         admissionv1.Operation
+		obj, old   *corev1.Pod
+		wantResult admission.Result
+		wantText   []string // in the denial message, or in the audit warnings
+	}{
+		{"overlong rewrite of a container image", enforce, admissionv1.Create, pod("nginx", long), nil, admission.Denied,
+			[]string{`container "b"`, `image "evil.example.com/aaaa`, "cannot be pulled from an allowed registry", "is not a valid reference", "255 characters"}},
+		{"overlong rewrite of an image volume", enforce, admissionv1.Create, volumePod, nil, admission.Denied,
+			[]string{`image volume "ext"`, "cannot be pulled from an allowed registry"}},
+		{"longer than any reference", enforce, admissionv1.Create, hugePod, nil, admission.Denied,
+			[]string{`container "a"`, "longer than any reference a runtime can pull", "(65544 characters)"}},
+		{"image patched to an overlong one on UPDATE", enforce, admissionv1.Update, updated, pod("nginx", "nginx"), admission.Denied,
+			[]string{`container "b"`, "cannot be pulled from an allowed registry"}},
+		{"audit mode only warns", audit, admissionv1.Create, pod("nginx", long), nil, admission.Audited,
+			[]string{`would deny: container "b"`, "cannot be pulled from an allowed registry"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := &recorder{}
+			c, err := admission.New(tt.cfg, nil, rec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req := &admissionv1.AdmissionRequest{UID: "1", Kind: podGVK, Operation: tt.op, Namespace: "team", Object: raw(t, tt.obj)}
+			if tt.old != nil {
+				req.OldObject = raw(t, tt.old)
+			}
+			resp := c.Admit(context.Background(), req)
+			text := strings.Join(resp.Warnings, "\n")
+			if tt.wantResult == admission.Denied {
+				if resp.Allowed || resp.Result == nil || resp.Result.Code != 403 || len(resp.Patch) > 0 {
+					t.Fatalf("answer %+v, want a 403 denial without a patch", resp)
+				}
+				text = resp.Result.Message
+				if len(text) > 2000 {
+					t.Errorf("denial message is %d characters long", len(text))
+				}
+			} else if !resp.Allowed || len(resp.Patch) > 0 {
+				t.Fatalf("answer %+v, want allowed without a patch", resp)
+			}
+			for _, w := range tt.wantText {
+				if !strings.Contains(text, w) {
+					t.Errorf("%q lacks %q", text, w)
+				}
+			}
+			if len(rec.outcomes) != 1 || rec.outcomes[0].Result != tt.wantResult || len(rec.outcomes[0].Problems) == 0 {
+				t.Fatalf("outcomes = %+v, want one %q with problems", rec.outcomes, tt.wantResult)
+			}
+			t.Logf("message: %s", text)
+		})
+	}
+}

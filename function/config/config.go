@@ -126,8 +126,8 @@ func (c Config) Validate() error {
 		}
 	}
 	for _, r := range c.IgnoredRegistries {
-		if strings.ContainsAny(r, " \t@") {
-			errs = append(errs, fmt.Errorf("IGNORED_REGISTRIES: %q is not a registry or registry/path prefix", r))
+		if _, err := images.CanonicalPrefix(r); err != nil {
+			errs = append(errs, fmt.Errorf("IGNORED_REGISTRIES: %q %w", r, err))
 		}
 	}
 	if _, err := images.ParseRegistryMap(c.RegistryMap); err != nil {

@@ -151,6 +151,9 @@ func TestLoadErrors(t *testing.T) {
 		{"key without cert", map[string]string{"TLS_KEY_FILE": "/tls/key"}, "TLS_KEY_FILE"},
 		{"registry map", map[string]string{"REGISTRY_MAP": "garbage"}, "REGISTRY_MAP"},
 		{"ignored registry with space", map[string]string{"IGNORED_REGISTRIES": "gcr.io/a b"}, "IGNORED_REGISTRIES"},
+		{"ignored registry with a tag", map[string]string{"IGNORED_REGISTRIES": "registry.k8s.io/pause:3.10"}, `"registry.k8s.io/pause:3.10"`},
+		{"ignored registry with a digest", map[string]string{"IGNORED_REGISTRIES": "registry.k8s.io/pause@sha256:abc"}, "IGNORED_REGISTRIES"},
+		{"ignored registry with an upper-case path", map[string]string{"IGNORED_REGISTRIES": "quay.io/Org"}, `"quay.io/Org"`},
 		{"negative shutdown delay", map[string]string{"SHUTDOWN_DELAY": "-1s"}, "SHUTDOWN_DELAY"},
 	}
 	for _, tt := range tests {

@@ -91,6 +91,16 @@ type Data struct {
 	DryRun       bool     `json:"dryRun"`
 	Mode         string   `json:"mode"` // "enforce" or "audit"
 	Changes      []Change `json:"changes"`
+	// Refused lists the images no allowed registry can serve: the reason
+	// for a denial, or (audit mode) for the denial that enforce mode would
+	// make.
+	Refused []Refusal `json:"refused,omitempty"`
+}
+
+// Refusal is one refused image in Data.
+type Refusal struct {
+	Where  string `json:"where"`
+	Reason string `json:"reason"`
 }
 
 // Change is one changed field in Data. It is a separate type from
@@ -273,13 +283,15 @@ func (e *Emitter) Observe(_ context.Context, o admission.Outcome) {
 // changes, or a result other than patched or audited.
 func (e *Emitter) event(o admission.Outcome) (cloudevents.Event, bool) {
 	req := o.Request
-	if req == nil || len(o.Changes) == 0 || (req.DryRun != nil && *req.DryRun) {
+	if req == nil || len(o.Changes) == 0 && len(o.Problems) == 0 || (req.DryRun != nil && *req.DryRun) {
 		return cloudevents.Event{}, false
 	}
 	var what, mode string
 	switch o.Result {
 	case admission.Patched:
 		what, mode = "mutated", "enforce"
+	case admission.Denied:
+		what, mode = "denied", "enforce"
 	case admission.Audited:
 		what, mode = "audited", "audit"
 	default:
@@ -299,6 +311,9 @@ func (e *Emitter) event(o admission.Outcome) (cloudevents.Event, bool) {
 	}
 	for i, c := range o.Changes {
 		data.Changes[i] = Change{Kind: string(c.Kind), Path: c.Path, Where: c.Where, From: c.From, To: c.To}
+	}
+	for _, p := range o.Problems {
+		data.Refused = append(data.Refused, Refusal{Where: p.Where, Reason: p.Err.Error()})
 	}
 	subject := req.Namespace + "/" + req.Name
 	if req.Name == "" {

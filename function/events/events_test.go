@@ -206,6 +206,18 @@ func TestEmitsExpectedEvents(t *testing.T) {
 			Changes: []Change{{Kind: "image", Path: "/spec/containers/0/image", Where: `container "app"`, From: "nginx", To: "registry.example.com/library/nginx"}},
 		}},
 	}, {
+		name: "denied pod",
+		outcome: func() admission.Outcome {
+			o := outcome(req{kind: "Pod", resource: "pods", ns: "team-a", name: "web", uid: "uid-denied", user: "alice"}, admission.Denied)
+			o.Problems = []mutation.Problem{{Where: `image volume "ext"`, Err: errors.New("image \"x\" cannot be pulled from an allowed registry: too long")}}
+			return o
+		}(),
+		want: &want{"dev.mutator.pod.denied", "team-a/web", Data{
+			Operation: "CREATE", Resource: "pods", Namespace: "team-a", Name: "web", UID: "uid-denied", User: "alice", Mode: "enforce",
+			Changes: []Change{},
+			Refused: []Refusal{{Where: `image volume "ext"`, Reason: "image \"x\" cannot be pulled from an allowed registry: too long"}},
+		}},
+	}, {
 		name: "dry run",
 		outcome: outcome(req{kind: "Pod", resource: "pods", ns: "team-a", name: "web", uid: "uid-dry", user: "alice", dryRun: true},
 			admission.Patched, imageChange),

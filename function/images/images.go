@@ -1,6 +1,12 @@
-// Package images decides where a container image should be pulled from. It is
-// pure string work over github.com/distribution/reference: no I/O, no Kubernetes
-// types, so every rule can be tested and fuzzed on its own.
+// Package images decides where a container image must be pulled from. It is
+// pure string work over github.com/distribution/reference, the parser the
+// kubelet and container runtimes use: no I/O, no Kubernetes types, so every
+// rule can be tested and fuzzed on its own.
+//
+// Every decision is made on the name the runtime pulls, not on the string as
+// written: "nginx", "docker.io/nginx" and "index.docker.io/library/nginx" are
+// one image, and "Evil/x" names the registry host "Evil" (a first component
+// with an upper-case letter is a host to the runtime).
 package images
 
 import (
@@ -15,39 +21,55 @@ import (
 	"github.com/distribution/reference"
 )
 
-// Rewriter maps an image reference to the registry it should be pulled from.
+// MaxReferenceLength is longer than any reference a runtime can pull: a
+// registry host is a DNS name (at most 253 characters) with a port, the
+// repository path at most 255 characters (reference.RepositoryNameTotalLengthMax),
+// a tag at most 128 and a digest at most "sha512:" and 128 hex digits, with
+// their separators. Longer strings are refused before they reach the parser
+// or the memo, so a Pod author cannot make either do work or hold memory in
+// proportion to what they send.
+const MaxReferenceLength = 253 + len(":65535") + 1 + reference.RepositoryNameTotalLengthMax + 1 + 128 + 1 + len("sha512:") + 128
+
+// Rewriter maps an image reference to the registry it must be pulled from.
 // Its rules are immutable after New; it is safe for concurrent use.
 type Rewriter struct {
 	memo *memo // results of Rewrite; parsing a reference is most of its cost
 
-	registry string            // REGISTRY, without a trailing "/"; "" turns the core rule off
-	ignored  []string          // prefixes (registry or registry/path) never rewritten
-	bySource map[string]string // REGISTRY_MAP: normalised source domain -> target
+	registry string            // REGISTRY as configured, without a trailing "/"; "" turns the core rule off
+	bySource map[string]string // REGISTRY_MAP: canonical source domain -> target
 	fallback string            // REGISTRY_MAP "*" target; "" when none
-	keep     []string          // every prefix+"/" an image may already start with to be left alone
+	// allowed holds the canonical prefixes images may be pulled from as
+	// they are: REGISTRY, the IGNORED_REGISTRIES entries and every
+	// REGISTRY_MAP target.
+	allowed []string
 }
 
 // New builds a Rewriter. registry is REGISTRY, ignored IGNORED_REGISTRIES and
 // mapping the REGISTRY_MAP entries ("source=target").
 func New(registry string, ignored, mapping []string) (*Rewriter, error) {
-	r := &Rewriter{registry: strings.TrimSuffix(registry, "/"), memo: newMemo(memoSize)}
+	r := &Rewriter{registry: strings.TrimSuffix(registry, "/"), memo: newMemo(memoEntries, memoBytes)}
+	var errs []error
 	if r.registry != "" {
 		if err := ValidateRegistry(r.registry); err != nil {
-			return nil, fmt.Errorf("registry %q: %w", registry, err)
+			errs = append(errs, fmt.Errorf("registry %q: %w", registry, err))
+		} else {
+			r.allow(r.registry)
 		}
-		r.keep = append(r.keep, foldHost(r.registry)+"/")
 	}
 	for _, p := range ignored {
-		p = strings.TrimSuffix(p, "/")
-		if p == "" {
+		if p = strings.TrimSuffix(p, "/"); p == "" {
 			continue
 		}
-		r.ignored = append(r.ignored, p)
-		r.keep = append(r.keep, foldHost(p)+"/")
+		prefix, err := CanonicalPrefix(p)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("ignored registry %q: %w", p, err))
+			continue
+		}
+		r.allowed = append(r.allowed, prefix)
 	}
 	rules, err := ParseRegistryMap(mapping)
 	if err != nil {
-		return nil, err
+		errs = append(errs, err)
 	}
 	for _, rule := range rules {
 		if rule.Source == "*" {
@@ -58,9 +80,22 @@ func New(registry string, ignored, mapping []string) (*Rewriter, error) {
 			}
 			r.bySource[rule.Source] = rule.Target
 		}
-		r.keep = append(r.keep, foldHost(rule.Target)+"/")
+		r.allow(rule.Target)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
 	return r, nil
+}
+
+// allow adds a validated REGISTRY or map target to the allowed prefixes.
+func (r *Rewriter) allow(target string) {
+	prefix, err := CanonicalPrefix(target)
+	if err != nil {
+		// ValidateRegistry accepted target, and it is stricter.
+		panic(fmt.Sprintf("images: validated target %q has no canonical form: %v", target, err))
+	}
+	r.allowed = append(r.allowed, prefix)
 }
 
 // Enabled reports whether any rule can change an image.
@@ -68,59 +103,81 @@ func (r *Rewriter) Enabled() bool {
 	return r.registry != "" || r.fallback != "" || len(r.bySource) > 0
 }
 
-// Rewrite returns the image to pull instead of image, and whether it differs.
-// Images that are empty, do not parse, or already live under REGISTRY, an
-// ignored prefix or a REGISTRY_MAP target are returned unchanged, which also
-// makes Rewrite idempotent.
-func (r *Rewriter) Rewrite(image string) (string, bool) {
+// Rewrite returns the image to pull instead of image; it is image itself
+// when nothing changes. Images that the runtime cannot parse (so cannot
+// pull), images under an allowed prefix, and images whose registry the
+// configuration leaves alone on purpose (a REGISTRY_MAP without "*" and no
+// REGISTRY) come back unchanged, which also makes Rewrite idempotent.
+//
+// The error is a *RefusedError when image can be pulled but no valid
+// reference under an allowed registry exists for it: the caller must refuse
+// the object (or warn, in audit mode) rather than let it pull from elsewhere.
+func (r *Rewriter) Rewrite(image string) (string, error) {
 	if image == "" || !r.Enabled() {
-		return image, false
+		return image, nil
+	}
+	if len(image) > MaxReferenceLength {
+		return image, &RefusedError{Image: image, Reason: fmt.Sprintf("it is %d characters long, longer than any reference a runtime can pull (%d)", len(image), MaxReferenceLength)}
 	}
 	// A cluster runs the same few hundred images in every replica of every
 	// rollout, so a small memo answers most calls without the regular
 	// expressions of reference parsing.
-	if out, ok := r.memo.get(image); ok {
-		return out, out != image
+	if e, ok := r.memo.get(image); ok {
+		return e.out, e.err
 	}
-	out, changed := r.rewrite(image)
-	r.memo.put(image, out)
-	return out, changed
+	out, err := r.rewrite(image)
+	r.memo.put(image, memoEntry{out: out, err: err})
+	return out, err
 }
 
-func (r *Rewriter) rewrite(image string) (string, bool) {
-	folded := foldHost(image)
-	for _, prefix := range r.keep {
-		if strings.HasPrefix(folded, prefix) {
-			return image, false
-		}
-	}
+func (r *Rewriter) rewrite(image string) (string, error) {
 	named, err := reference.ParseNormalizedNamed(image)
 	if err != nil {
-		return image, false
+		// The kubelet refuses to pull what it cannot parse
+		// (InvalidImageName), so leaving it is safe.
+		return image, nil
+	}
+	if r.Allowed(named) {
+		return image, nil
 	}
 	out, ok := r.mapped(named)
 	if !ok {
 		if r.registry == "" {
-			return image, false
+			// A REGISTRY_MAP without "*" and no REGISTRY: registries
+			// not in the map are left alone by configuration.
+			return image, nil
 		}
-		out = r.core(image)
+		out = r.core(image, named)
 	}
-	// A rewrite that no longer parses (a name pushed past 255 characters by a
-	// long registry path) would make the Pod unpullable; keeping the original
-	// is the lesser harm and the same as what happens without the webhook.
-	if out == image {
-		return image, false
+	rewritten, err := reference.ParseNormalizedNamed(out)
+	if err != nil {
+		return image, &RefusedError{Image: image, Rewritten: out, Reason: fmt.Sprintf("its rewrite %s is not a valid reference: %v", Quote(out), err)}
 	}
-	if _, err := reference.ParseNormalizedNamed(out); err != nil {
-		return image, false
+	if !r.Allowed(rewritten) {
+		// Unreachable by construction; checked because keeping an
+		// image from elsewhere is the one outcome that must not happen.
+		return image, &RefusedError{Image: image, Rewritten: out, Reason: fmt.Sprintf("its rewrite %s is not under an allowed registry", Quote(out))}
 	}
-	return out, true
+	return out, nil
+}
+
+// Allowed reports whether named lies under REGISTRY, an IGNORED_REGISTRIES
+// entry or a REGISTRY_MAP target, compared on the canonical name at
+// path-component boundaries.
+func (r *Rewriter) Allowed(named reference.Named) bool {
+	name := Canonical(named)
+	for _, p := range r.allowed {
+		if Under(name, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // mapped applies REGISTRY_MAP: the normalised path under the target of the
 // image's registry, or under the "*" target.
 func (r *Rewriter) mapped(named reference.Named) (string, bool) {
-	target, ok := r.bySource[strings.ToLower(reference.Domain(named))]
+	target, ok := r.bySource[CanonicalDomain(reference.Domain(named))]
 	if !ok {
 		target = r.fallback
 	}
@@ -142,39 +199,66 @@ func (r *Rewriter) mapped(named reference.Named) (string, bool) {
 	return b.String(), true
 }
 
-// core is the older webhook's rule, kept for compatibility: the first path
-// component is replaced with REGISTRY when it names a registry host, and
-// REGISTRY is prepended otherwise. Tag and digest stay as written.
-func (r *Rewriter) core(image string) string {
+// core is the older webhook's rule, kept for compatibility: a first path
+// component that names a registry host is replaced with REGISTRY, and
+// REGISTRY is prepended otherwise. Tag and digest stay as written. Whether
+// the first component is a host is the parser's decision, so that the rule
+// agrees with the runtime ("Evil/x" and "LOCALHOST/x" are hosts).
+func (r *Rewriter) core(image string, named reference.Named) string {
 	first, rest, found := strings.Cut(image, "/")
-	if found && IsRegistryHost(first) {
+	if found && (first == reference.Domain(named) || first == legacyDockerHub) {
 		return r.registry + "/" + rest
 	}
 	return r.registry + "/" + image
 }
 
-// foldHost lower-cases the first path component: registry host names are
-// case-insensitive, so "Registry.Example.com/x" is already on
-// "registry.example.com". Paths are not folded; they are lower case in any
-// valid reference. It does not allocate when there is nothing to fold.
-func foldHost(s string) string {
-	end := strings.IndexByte(s, '/')
-	if end < 0 {
-		end = len(s)
-	}
-	for i := 0; i < end; i++ {
-		if c := s[i]; 'A' <= c && c <= 'Z' {
-			return strings.ToLower(s[:end]) + s[end:]
-		}
-	}
-	return s
+// legacyDockerHub is Docker Hub's old name, which the parser rewrites to
+// docker.io.
+const legacyDockerHub = "index.docker.io"
+
+// Canonical returns the name the runtime pulls named from, in the form
+// prefixes are compared in: the registry host lower-cased (host names are
+// case-insensitive) and without an explicit :443 (the HTTPS default, the
+// same registry), then the normalised repository path.
+func Canonical(named reference.Named) string {
+	return CanonicalDomain(reference.Domain(named)) + "/" + reference.Path(named)
 }
 
-// IsRegistryHost reports whether the first component of an image reference
-// names a registry rather than a Docker Hub namespace; this is the test the
-// container runtimes themselves apply.
-func IsRegistryHost(component string) bool {
-	return strings.ContainsAny(component, ".:") || component == "localhost"
+// CanonicalDomain is the comparison form of a registry host: lower case,
+// Docker Hub's legacy name as docker.io, and no explicit :443.
+func CanonicalDomain(domain string) string {
+	domain = strings.TrimSuffix(strings.ToLower(domain), ":443")
+	if domain == legacyDockerHub {
+		return "docker.io"
+	}
+	return domain
+}
+
+// CanonicalPrefix returns the comparison form of a registry or
+// registry/path prefix (REGISTRY, an IGNORED_REGISTRIES entry, a REGISTRY_MAP
+// target), normalised the way image names are: "docker.io/library" covers
+// "nginx", "registry.k8s.io/pause" covers "registry.k8s.io/pause:3.10". A
+// first component that is not a registry host is a Docker Hub namespace, as
+// it would be in an image ("myorg" is docker.io/myorg).
+func CanonicalPrefix(prefix string) (string, error) {
+	if prefix == "" {
+		return "", errors.New("is empty")
+	}
+	// Two components after the prefix: with one, the parser would read a
+	// bare "docker.io" prefix as Docker Hub's "library" namespace.
+	const probe = "/x/x"
+	named, err := reference.ParseNormalizedNamed(prefix + probe)
+	if err != nil {
+		return "", fmt.Errorf("is not a registry host or registry/path prefix (no tag or digest, lower-case path): %w", err)
+	}
+	return strings.TrimSuffix(Canonical(named), probe), nil
+}
+
+// Under reports whether the canonical name lies under the canonical prefix:
+// equal to it, or continuing it after a "/". "registry.k8s.io/pause" covers
+// itself and "registry.k8s.io/pause/x", not "registry.k8s.io/pausex".
+func Under(name, prefix string) bool {
+	return name == prefix || len(name) > len(prefix) && name[len(prefix)] == '/' && strings.HasPrefix(name, prefix)
 }
 
 // ValidateRegistry checks a REGISTRY value or a REGISTRY_MAP target: a
@@ -184,12 +268,12 @@ func ValidateRegistry(registry string) error {
 		return errors.New("is empty")
 	}
 	first, _, _ := strings.Cut(registry, "/")
-	if !IsRegistryHost(first) {
+	if !strings.ContainsAny(first, ".:") && first != "localhost" {
+		// Stricter than the runtime (which also takes "Mirror" as a host):
+		// an upper-case single label as the target registry is almost
+		// certainly a typo for a Docker Hub namespace.
 		return fmt.Errorf("%q does not start with a registry host: it needs a '.', a ':port' or to be 'localhost', otherwise container runtimes read it as a Docker Hub namespace", registry)
 	}
-	// Two components after the registry: with one, the library would
-	// normalise "docker.io/x" to "docker.io/library/x" and call it
-	// non-canonical, rejecting Docker Hub itself.
 	probe := registry + "/x/x"
 	named, err := reference.ParseNamed(probe)
 	if err != nil {
@@ -201,33 +285,59 @@ func ValidateRegistry(registry string) error {
 	return nil
 }
 
+// RefusedError says why no allowed registry can serve an image.
+type RefusedError struct {
+	Image     string // the image as written
+	Rewritten string // the rewrite that was rejected, if one was made
+	Reason    string
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("image %s cannot be pulled from an allowed registry: %s", Quote(e.Image), e.Reason)
+}
+
+// quoteMax bounds how much of an image a message quotes: messages travel in
+// AdmissionResponses, warnings, logs and events, and an image can be
+// kilobytes long.
+const quoteMax = 100
+
+// Quote quotes s for a message, shortened to its first characters and its
+// length when it is long.
+func Quote(s string) string {
+	if len(s) <= quoteMax {
+		return fmt.Sprintf("%q", s)
+	}
+	return fmt.Sprintf("%q… (%d characters)", s[:quoteMax], len(s))
+}
+
 // Rule is one REGISTRY_MAP entry.
 type Rule struct {
-	Source string // a registry host ("docker.io", "quay.io", "host:5000") or "*"
+	Source string // a canonical registry host ("docker.io", "quay.io", "host:5000") or "*"
 	Target string // registry host with an optional path
 }
 
 // ParseRegistryMap parses REGISTRY_MAP entries of the form source=target.
-// Sources are normalised the way image references are (lower case,
-// index.docker.io is docker.io); a source given twice is an error rather than
-// a silent override.
+// Sources are normalised the way image registries are compared (lower case,
+// index.docker.io is docker.io, no :443); a source given twice is an error
+// rather than a silent override.
 func ParseRegistryMap(entries []string) ([]Rule, error) {
 	var rules []Rule
 	seen := map[string]bool{}
 	var errs []error
 	for _, e := range entries {
 		source, target, ok := strings.Cut(e, "=")
-		source, target = strings.ToLower(strings.TrimSpace(source)), strings.TrimSuffix(strings.TrimSpace(target), "/")
+		source, target = strings.TrimSpace(source), strings.TrimSuffix(strings.TrimSpace(target), "/")
 		if !ok || source == "" || target == "" {
 			errs = append(errs, fmt.Errorf("%q is not of the form source=target", e))
 			continue
 		}
-		if source == "index.docker.io" {
-			source = "docker.io"
-		}
-		if source != "*" && (strings.Contains(source, "/") || ValidateRegistry(source) != nil) {
-			errs = append(errs, fmt.Errorf("%q: source %q is not a registry host (such as docker.io, quay.io, host:5000) or *", e, source))
-			continue
+		if source != "*" {
+			canonical := CanonicalDomain(source)
+			if strings.Contains(source, "/") || ValidateRegistry(canonical) != nil {
+				errs = append(errs, fmt.Errorf("%q: source %q is not a registry host (such as docker.io, quay.io, host:5000) or *", e, source))
+				continue
+			}
+			source = canonical
 		}
 		if err := ValidateRegistry(target); err != nil {
 			errs = append(errs, fmt.Errorf("%q: target %w", e, err))

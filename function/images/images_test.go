@@ -1,6 +1,7 @@
 package images_test
 
 import (
+	"errors"
 	"strings"
 	"testing"
 
@@ -24,21 +25,25 @@ func newRewriter(t testing.TB, registry string, ignored, mapping []string) *imag
 	return r
 }
 
-// assertRewrite checks one Rewrite call, its changed flag and idempotency.
-func assertRewrite(t *testing.T, r *images.Rewriter, in, want string) {
+// assertRewrite checks one Rewrite call and its idempotency. want == "" with
+// refused set means the image must be refused (and returned unchanged).
+func assertRewrite(t *testing.T, r *images.Rewriter, in, want string, refused bool) {
 	t.Helper()
-	got, changed := r.Rewrite(in)
-	if got != want {
-		t.Errorf("Rewrite(%q) = %q, want %q", in, got, want)
+	got, err := r.Rewrite(in)
+	if refused {
+		var re *images.RefusedError
+		if !errors.As(err, &re) || got != in {
+			t.Errorf("Rewrite(%q) = %q, %v; want it refused and unchanged", in, got, err)
+		}
+		return
 	}
-	if changed != (want != in) {
-		t.Errorf("Rewrite(%q) changed = %v, want %v", in, changed, want != in)
+	if err != nil || got != want {
+		t.Errorf("Rewrite(%q) = %q, %v; want %q", in, got, err, want)
 	}
-	again, changedAgain := r.Rewrite(got)
-	if again != got || changedAgain {
-		t.Errorf("Rewrite(Rewrite(%q)) = %q (changed %v), want %q unchanged", in, again, changedAgain, got)
+	if again, err := r.Rewrite(got); again != got || err != nil {
+		t.Errorf("Rewrite(Rewrite(%q)) = %q, %v; want %q unchanged", in, again, err, got)
 	}
-	if changed {
+	if got != in {
 		if _, err := reference.ParseNormalizedNamed(got); err != nil {
 			t.Errorf("Rewrite(%q) = %q, which does not parse: %v", in, got, err)
 		}
@@ -54,7 +59,7 @@ func TestRewriteCoreRule(t *testing.T) {
 		registry string
 		ignored  []string
 		in       string
-		want     string
+		want     string // "" when the image must be refused
 	}{
 		{"single component with tag", mirror, nil, "a:v", mirror + "/a:v"},
 		{"single component without tag", mirror, nil, "nginx", mirror + "/nginx"},
@@ -84,19 +89,44 @@ func TestRewriteCoreRule(t *testing.T) {
 		{"ignored path other org", mirror, []string{"quay.io/myorg"}, "quay.io/other/app:1", mirror + "/other/app:1"},
 		{"ignored path longer org", mirror, []string{"quay.io/myorg"}, "quay.io/myorgx/app:1", mirror + "/myorgx/app:1"},
 		{"ignored empty entry ignored", mirror, []string{""}, "nginx", mirror + "/nginx"},
-		{"empty image", mirror, nil, "", ""},
+		{"empty image", mirror, nil, "", ""}, // empty in, empty out: not refused
 		{"uppercase repository", mirror, nil, "Nginx:1", "Nginx:1"},
 		{"uppercase path", mirror, nil, "quay.io/Org/app", "quay.io/Org/app"},
 		{"space", mirror, nil, "nginx latest", "nginx latest"},
 		{"double colon", mirror, nil, "::", "::"},
 		{"bad digest", mirror, nil, "nginx@sha256:abc", "nginx@sha256:abc"},
-		{"result too long keeps original", mirror, nil, long + ":1", long + ":1"},
+		{"result too long is refused", mirror, nil, long + ":1", ""},
+		{"longer than any reference is refused", mirror, nil, "a/" + strings.Repeat("b", images.MaxReferenceLength), ""},
+		{"long registry host replaced", mirror, nil, strings.Repeat("h", 300) + ".example.com/x:1", mirror + "/x:1"},
+		{"upper-case single-label host replaced", mirror, nil, "Evil/payload:1", mirror + "/payload:1"},
+		{"upper-case localhost replaced", mirror, nil, "LOCALHOST/evil:1", mirror + "/evil:1"},
+		{"mixed-case localhost replaced", mirror, nil, "LocalHost/x:1", mirror + "/x:1"},
+		{"upper-case host with digest replaced", mirror, nil, "EVIL/x@" + digest, mirror + "/x@" + digest},
+		{"upper-case host on a Docker Hub-like path", mirror, nil, "Library/nginx", mirror + "/nginx"},
+		{"index.docker.io replaced", mirror, nil, "index.docker.io/library/nginx:1", mirror + "/library/nginx:1"},
+		{"REGISTRY host with explicit :443", mirror, nil, "registry.example.com:443/mirror/x:1", "registry.example.com:443/mirror/x:1"},
+		{"REGISTRY with :443, image without", "registry.example.com:443/mirror", nil, "registry.example.com/mirror/x:1", "registry.example.com/mirror/x:1"},
+		{"REGISTRY host in upper case", mirror, nil, "Registry.Example.com/mirror/x:1", "Registry.Example.com/mirror/x:1"},
+		{"REGISTRY on Docker Hub covers its namespace", "docker.io/org", nil, "org/app:1", "org/app:1"},
+		{"REGISTRY on Docker Hub, explicit", "docker.io/org", nil, "docker.io/org/app:1", "docker.io/org/app:1"},
+		{"REGISTRY on Docker Hub, other namespace", "docker.io/org", nil, "other/app:1", "docker.io/org/other/app:1"},
+		{"ignored repository keeps its tags", mirror, []string{"registry.k8s.io/pause"}, "registry.k8s.io/pause:3.10", "registry.k8s.io/pause:3.10"},
+		{"ignored repository keeps its digests", mirror, []string{"registry.k8s.io/pause"}, "registry.k8s.io/pause@" + digest, "registry.k8s.io/pause@" + digest},
+		{"ignored repository keeps itself", mirror, []string{"registry.k8s.io/pause"}, "registry.k8s.io/pause", "registry.k8s.io/pause"},
+		{"ignored repository is a whole component", mirror, []string{"registry.k8s.io/pause"}, "registry.k8s.io/pausex:1", mirror + "/pausex:1"},
+		{"ignored docker.io/library keeps short names", mirror, []string{"docker.io/library"}, "nginx", "nginx"},
+		{"ignored docker.io/library keeps docker.io/nginx", mirror, []string{"docker.io/library"}, "docker.io/nginx:1", "docker.io/nginx:1"},
+		{"ignored docker.io/library keeps library/nginx", mirror, []string{"docker.io/library"}, "library/nginx:1", "library/nginx:1"},
+		{"ignored docker.io/library, other namespace", mirror, []string{"docker.io/library"}, "bitnami/redis:7", mirror + "/bitnami/redis:7"},
+		{"ignored docker.io keeps all of Docker Hub", mirror, []string{"docker.io"}, "bitnami/redis:7", "bitnami/redis:7"},
+		{"ignored host in another case", mirror, []string{"GCR.io"}, "gcr.io/p/a:1", "gcr.io/p/a:1"},
+		{"ignored with :443", mirror, []string{"gcr.io:443"}, "gcr.io/p/a:1", "gcr.io/p/a:1"},
 		{"no REGISTRY and no map", "", nil, "nginx:1", "nginx:1"},
 		{"trailing slash on REGISTRY", mirror + "/", nil, "nginx:1", mirror + "/nginx:1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			assertRewrite(t, newRewriter(t, tt.registry, tt.ignored, nil), tt.in, tt.want)
+			assertRewrite(t, newRewriter(t, tt.registry, tt.ignored, nil), tt.in, tt.want, tt.want == "" && tt.in != "")
 		})
 	}
 }
@@ -149,11 +179,15 @@ func TestRewriteRegistryMap(t *testing.T) {
 		{"ignored wins over map", "", []string{"quay.io/myorg"}, []string{"quay.io=" + quay}, "quay.io/myorg/a:1", "quay.io/myorg/a:1"},
 		{"target prefix is an exact component", "", nil, []string{"*=star.example.com"}, "star.example.com.evil.com/a:1", "star.example.com/a:1"},
 		{"unparsable stays", "", nil, []string{"*=star.example.com"}, "Upper/Case", "Upper/Case"},
-		{"result too long keeps original", "", nil, []string{"*=star.example.com/" + strings.Repeat("p", 40)}, "quay.io/" + strings.Repeat("a", 220), "quay.io/" + strings.Repeat("a", 220)},
+		{"result too long is refused", "", nil, []string{"*=star.example.com/" + strings.Repeat("p", 40)}, "quay.io/" + strings.Repeat("a", 220), ""},
+		{"source with explicit :443", "", nil, []string{"quay.io=" + quay}, "quay.io:443/a/b:1", quay + "/a/b:1"},
+		{"source given with :443", "", nil, []string{"quay.io:443=" + quay}, "quay.io/a/b:1", quay + "/a/b:1"},
+		{"upper-case single-label host falls back to star", "", nil, []string{"quay.io=" + quay, "*=star.example.com"}, "Evil/x:1", "star.example.com/x:1"},
+		{"upper-case single-label host unmapped stays", "", nil, []string{"quay.io=" + quay}, "Evil/x:1", "Evil/x:1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			assertRewrite(t, newRewriter(t, tt.registry, tt.ignored, tt.mapping), tt.in, tt.want)
+			assertRewrite(t, newRewriter(t, tt.registry, tt.ignored, tt.mapping), tt.in, tt.want, tt.want == "")
 		})
 	}
 }
@@ -187,6 +221,7 @@ func TestNewErrors(t *testing.T) {
 		wantErr  string
 	}{
 		{"registry without host", "myregistry", nil, "myregistry"},
+		{"upper-case single-label registry", "Mirror/x", nil, "Mirror/x"},
 		{"registry with tag", "r.example.com/x:tag", nil, "r.example.com/x:tag"},
 		{"bad map", mirror, []string{"garbage"}, "garbage"},
 		{"duplicate source", mirror, []string{"quay.io=a.example.com", "quay.io=b.example.com"}, "twice"},
@@ -303,28 +338,6 @@ func TestValidateRegistry(t *testing.T) {
 	}
 }
 
-func TestIsRegistryHost(t *testing.T) {
-	tests := []struct {
-		component string
-		want      bool
-	}{
-		{"quay.io", true},
-		{"localhost", true},
-		{"host:5000", true},
-		{"[::1]:5000", true},
-		{"library", false},
-		{"localhostx", false},
-		{"", false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.component, func(t *testing.T) {
-			if got := images.IsRegistryHost(tt.component); got != tt.want {
-				t.Errorf("IsRegistryHost(%q) = %v, want %v", tt.component, got, tt.want)
-			}
-		})
-	}
-}
-
 // idempotencyInputs are images of every shape the rules distinguish.
 var idempotencyInputs = []string{
 	"", "a", "a:v", "a/b:v", "a.b/c:v", "localhost", "localhost/x", "localhost:5000/x",
@@ -333,13 +346,14 @@ var idempotencyInputs = []string{
 	mirror + "/nginx", "registry.example.com/other", "r.example.com.evil.com/x",
 	"Nginx", "::", "a b", "a/" + strings.Repeat("b", 250), "quay.io/" + strings.Repeat("b", 240),
 	"harbor.example.com/dockerhub/library/nginx", "gcr.io/p/a", "ghcr.io/o/a@" + digest,
+	"Evil/x:1", "LOCALHOST/x", "registry.example.com:443/mirror/x", "registry.k8s.io/pause:3.10",
 }
 
 // idempotencyRewriters covers the core rule, ignored prefixes and the map.
 func idempotencyRewriters(t testing.TB) map[string]*images.Rewriter {
 	t.Helper()
 	return map[string]*images.Rewriter{
-		"core":      newRewriter(t, mirror, []string{"gcr.io"}, nil),
+		"core":      newRewriter(t, mirror, []string{"gcr.io", "registry.k8s.io/pause"}, nil),
 		"host only": newRewriter(t, "registry.example.com", nil, nil),
 		"map":       newRewriter(t, "", nil, []string{"quay.io=harbor.example.com/quay", "ghcr.io=harbor.example.com/ghcr"}),
 		"map+star":  newRewriter(t, mirror, nil, []string{"quay.io=harbor.example.com/quay", "*=harbor.example.com/all"}),
@@ -350,10 +364,12 @@ func TestRewriteIdempotent(t *testing.T) {
 	for name, r := range idempotencyRewriters(t) {
 		t.Run(name, func(t *testing.T) {
 			for _, in := range idempotencyInputs {
-				once, _ := r.Rewrite(in)
-				twice, changed := r.Rewrite(once)
-				if twice != once || changed {
-					t.Errorf("Rewrite(%q) = %q but Rewrite of that = %q (changed %v)", in, once, twice, changed)
+				once, err := r.Rewrite(in)
+				if err != nil {
+					continue // refused: nothing to rewrite again
+				}
+				if twice, err := r.Rewrite(once); twice != once || err != nil {
+					t.Errorf("Rewrite(%q) = %q but Rewrite of that = %q, %v", in, once, twice, err)
 				}
 			}
 		})
@@ -367,17 +383,20 @@ func FuzzRewriteIdempotent(f *testing.F) {
 	rewriters := idempotencyRewriters(f)
 	f.Fuzz(func(t *testing.T, in string) {
 		for name, r := range rewriters {
-			once, changed := r.Rewrite(in)
-			if !changed && once != in {
-				t.Fatalf("%s: Rewrite(%q) = %q but reports no change", name, in, once)
+			once, err := r.Rewrite(in)
+			if err != nil && once != in {
+				t.Fatalf("%s: Rewrite(%q) = %q with error %v: a refused image must come back unchanged", name, in, once, err)
 			}
-			if changed {
+			if once != in {
 				if _, err := reference.ParseNormalizedNamed(once); err != nil {
 					t.Fatalf("%s: Rewrite(%q) = %q, which does not parse: %v", name, in, once, err)
 				}
 			}
-			if twice, again := r.Rewrite(once); twice != once || again {
-				t.Fatalf("%s: Rewrite(%q) = %q, Rewrite again = %q", name, in, once, twice)
+			if err != nil {
+				continue
+			}
+			if twice, err := r.Rewrite(once); twice != once || err != nil {
+				t.Fatalf("%s: Rewrite(%q) = %q, Rewrite again = %q, %v", name, in, once, twice, err)
 			}
 		}
 	})

@@ -52,6 +52,10 @@ type Result struct {
 	Documents int
 	Changed   int
 	Changes   []mutation.Change
+	// Problems are images the webhook would refuse the object for (no
+	// allowed registry can serve them); the documents are written as they
+	// are.
+	Problems []mutation.Problem
 }
 
 // Mutate reads YAML (several documents) or JSON manifests from in and writes
@@ -79,10 +83,11 @@ func (m *Mutator) Mutate(in io.Reader, out io.Writer) (Result, error) {
 		if err != nil {
 			return res, fmt.Errorf("document %d: %w", res.Documents, err)
 		}
-		mutated, changes, err := m.document(js)
+		mutated, changes, problems, err := m.document(js)
 		if err != nil {
 			return res, fmt.Errorf("document %d: %w", res.Documents, err)
 		}
+		res.Problems = append(res.Problems, problems...)
 		if len(changes) > 0 {
 			res.Changed++
 			res.Changes = append(res.Changes, changes...)
@@ -95,78 +100,86 @@ func (m *Mutator) Mutate(in io.Reader, out io.Writer) (Result, error) {
 }
 
 // document mutates one object (or each item of a v1 List).
-func (m *Mutator) document(js []byte) ([]byte, []mutation.Change, error) {
+func (m *Mutator) document(js []byte) ([]byte, []mutation.Change, []mutation.Problem, error) {
 	var head struct {
 		Kind     string            `json:"kind"`
 		Metadata mutation.Metadata `json:"metadata"`
 		Items    []json.RawMessage `json:"items"`
 	}
-	if err := json.Unmarshal(js, &head); err != nil {
-		return nil, nil, fmt.Errorf("not a Kubernetes object: %w", err)
+	if err := mutation.Decode(js, &head, "object"); err != nil {
+		return nil, nil, nil, fmt.Errorf("not a Kubernetes object: %w", err)
 	}
 	if head.Kind == "List" || strings.HasSuffix(head.Kind, "List") && head.Items != nil {
 		return m.list(js, head.Items)
 	}
 	if m.excluded(head.Metadata.Namespace) {
-		return js, nil, nil
+		return js, nil, nil, nil
 	}
-	var changes []mutation.Change
+	var (
+		changes  []mutation.Change
+		problems []mutation.Problem
+	)
 	if head.Kind == "PersistentVolumeClaim" {
 		var pvc mutation.PVC
-		if err := json.Unmarshal(js, &pvc); err != nil {
-			return nil, nil, fmt.Errorf("decoding PersistentVolumeClaim: %w", err)
+		if err := mutation.Decode(js, &pvc, "PersistentVolumeClaim"); err != nil {
+			return nil, nil, nil, err
 		}
 		changes = m.rules.PVCOnCreate(&pvc)
 	} else if path, ok := podSpecPaths[head.Kind]; ok {
 		spec, err := podSpecAt(js, path)
 		if err != nil {
-			return nil, nil, fmt.Errorf("decoding %s: %w", head.Kind, err)
+			return nil, nil, nil, fmt.Errorf("decoding %s: %w", head.Kind, err)
 		}
 		if spec == nil {
-			return js, nil, nil
+			return js, nil, nil, nil
 		}
-		changes = m.rules.PodSpecOnCreate("/"+strings.Join(path, "/"), spec)
+		changes, problems = m.rules.PodSpecOnCreate("/"+strings.Join(path, "/"), spec)
 	}
 	if len(changes) == 0 {
-		return js, nil, nil
+		return js, nil, problems, nil
 	}
 	patched, err := apply(js, changes)
-	return patched, changes, err
+	return patched, changes, problems, err
 }
 
-func (m *Mutator) list(js []byte, items []json.RawMessage) ([]byte, []mutation.Change, error) {
-	var all []mutation.Change
+func (m *Mutator) list(js []byte, items []json.RawMessage) ([]byte, []mutation.Change, []mutation.Problem, error) {
+	var (
+		all      []mutation.Change
+		problems []mutation.Problem
+	)
 	out := make([]json.RawMessage, len(items))
 	for i, item := range items {
-		mutated, changes, err := m.document(item)
+		mutated, changes, p, err := m.document(item)
 		if err != nil {
-			return nil, nil, fmt.Errorf("item %d: %w", i, err)
+			return nil, nil, nil, fmt.Errorf("item %d: %w", i, err)
 		}
 		out[i] = mutated
 		all = append(all, changes...)
+		problems = append(problems, p...)
 	}
 	if len(all) == 0 {
-		return js, nil, nil
+		return js, nil, problems, nil
 	}
 	var list map[string]json.RawMessage
 	if err := json.Unmarshal(js, &list); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	b, err := json.Marshal(out)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	list["items"] = b
 	js, err = json.Marshal(list)
-	return js, all, err
+	return js, all, problems, err
 }
 
 // podSpecAt decodes the pod spec at path; nil when the manifest has none.
+// Members are matched case-sensitively, as the API server matches them.
 func podSpecAt(js []byte, path []string) (*mutation.PodSpec, error) {
 	raw := json.RawMessage(js)
 	for _, key := range path {
 		var obj map[string]json.RawMessage
-		if err := json.Unmarshal(raw, &obj); err != nil {
+		if err := mutation.Decode(raw, &obj, key); err != nil {
 			return nil, err
 		}
 		next, ok := obj[key]
@@ -176,7 +189,7 @@ func podSpecAt(js []byte, path []string) (*mutation.PodSpec, error) {
 		raw = next
 	}
 	var spec mutation.PodSpec
-	if err := json.Unmarshal(raw, &spec); err != nil {
+	if err := mutation.Decode(raw, &spec, "pod spec"); err != nil {
 		return nil, err
 	}
 	return &spec, nil

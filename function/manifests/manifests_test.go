@@ -350,3 +350,69 @@ func TestNewInvalidConfig(t *testing.T) {
 		t.Error("manifests.New with REGISTRY=myregistry: want an error")
 	}
 }
+
+// TestMutateSameAsWebhook: the preview reads Pods the way the webhook does.
+// Image volumes are rewritten and their pull policy forced; a member
+// spelled in another case ("IMAGE") is not the image, as for the API
+// server; a reference no allowed registry can serve is reported as the
+// denial the webhook would make.
+func TestMutateSameAsWebhook(t *testing.T) {
+	long := "evil.example.com/" + strings.Repeat("a", 250)
+	tests := []struct {
+		name         string
+		in           string
+		wantImages   []string // containers' images, then image volumes' references
+		wantProblems []string
+	}{
+		{"image volume", `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"containers":[{"name":"a","image":"nginx"}],
+			"volumes":[{"name":"ext","image":{"reference":"ghcr.io/o/ext:1"}}]}}`,
+			[]string{mirror + "/nginx", mirror + "/o/ext:1"}, nil},
+		{"pod template image volume", `{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"d"},"spec":{"template":{"spec":{
+			"containers":[{"name":"a","image":"nginx"}],"volumes":[{"name":"ext","image":{"reference":"ghcr.io/o/ext:1"}}]}}}}`,
+			[]string{mirror + "/nginx", mirror + "/o/ext:1"}, nil},
+		{"case-sensitive members", `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"containers":[{"name":"a","image":"` + mirror + `/x","IMAGE":"nginx"}]}}`,
+			[]string{mirror + "/x"}, nil},
+		{"refused reference", `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"containers":[{"name":"a","image":"` + long + `"}]}}`,
+			[]string{long}, []string{`container "a"`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res, out := mutate(t, testConfig(), []byte(tt.in))
+			var obj struct {
+				Spec struct {
+					corev1.PodSpec
+					Template struct {
+						Spec corev1.PodSpec `json:"spec"`
+					} `json:"template"`
+				} `json:"spec"`
+			}
+			if err := json.Unmarshal(out, &obj); err != nil {
+				t.Fatalf("output %s: %v", out, err)
+			}
+			spec := obj.Spec.PodSpec
+			if len(spec.Containers) == 0 {
+				spec = obj.Spec.Template.Spec
+			}
+			var got []string
+			for _, c := range spec.Containers {
+				got = append(got, c.Image)
+			}
+			for _, v := range spec.Volumes {
+				got = append(got, v.Image.Reference)
+				if v.Image.PullPolicy != corev1.PullAlways {
+					t.Errorf("image volume %s pull policy %q, want Always", v.Name, v.Image.PullPolicy)
+				}
+			}
+			if !reflect.DeepEqual(got, tt.wantImages) {
+				t.Errorf("images %q, want %q", got, tt.wantImages)
+			}
+			var problems []string
+			for _, p := range res.Problems {
+				problems = append(problems, p.Where)
+			}
+			if !reflect.DeepEqual(problems, tt.wantProblems) {
+				t.Errorf("problems %q, want %q", problems, tt.wantProblems)
+			}
+		})
+	}
+}

@@ -5,7 +5,6 @@ package mutation
 
 import (
 	"fmt"
-	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -85,67 +84,78 @@ func New(cfg config.Config) (*Rules, error) {
 // Images returns the image rewriter the rules use.
 func (r *Rules) Images() *images.Rewriter { return r.images }
 
-// containerList names the three container lists of a pod spec, with their
-// JSON field names for patch paths.
-var containerLists = [...]struct {
-	field string
-	word  string
-	get   func(*PodSpec) []Container
-}{
-	{"initContainers", "init container", func(s *PodSpec) []Container { return s.InitContainers }},
-	{"containers", "container", func(s *PodSpec) []Container { return s.Containers }},
-	{"ephemeralContainers", "ephemeral container", func(s *PodSpec) []Container { return s.EphemeralContainers }},
+// Problem is an image the Pod would pull that no allowed registry can serve:
+// the object must be refused (or, in audit mode, warned about).
+type Problem struct {
+	Where string // e.g. `container "app"`, `image volume "data"`
+	Err   error  // an *images.RefusedError
 }
 
+func (p Problem) String() string { return p.Where + ": " + p.Err.Error() }
+
 // PodSpecOnCreate returns the changes for a new pod spec found at the JSON
-// pointer prefix ("/spec" for a Pod, "/spec/template/spec" for a Deployment).
-func (r *Rules) PodSpecOnCreate(prefix string, spec *PodSpec) []Change {
+// pointer prefix ("/spec" for a Pod, "/spec/template/spec" for a
+// Deployment), and the images it cannot place under an allowed registry.
+func (r *Rules) PodSpecOnCreate(prefix string, spec *PodSpec) ([]Change, []Problem) {
 	return r.podSpec(prefix, spec, nil)
 }
 
 // PodSpecOnUpdate returns the changes for an updated pod spec. Only what the
 // update changed is touched: an image that differs from the old object's is
 // rewritten, and a container that did not exist before (an ephemeral container
-// added by kubectl debug) is treated as new. Pull secrets and the policies of
-// existing containers are immutable, so patching them would make the API
-// server reject an otherwise valid update.
-func (r *Rules) PodSpecOnUpdate(prefix string, spec, old *PodSpec) []Change {
+// added by kubectl debug) is treated as new. Pull secrets, image volumes and
+// the policies of existing containers are immutable, so patching them would
+// make the API server reject an otherwise valid update.
+func (r *Rules) PodSpecOnUpdate(prefix string, spec, old *PodSpec) ([]Change, []Problem) {
 	if old == nil {
 		old = &PodSpec{}
 	}
 	return r.podSpec(prefix, spec, old)
 }
 
-func (r *Rules) podSpec(prefix string, spec, old *PodSpec) []Change {
-	var changes []Change
-	for _, list := range containerLists {
-		var before map[string]Container
+func (r *Rules) podSpec(prefix string, spec, old *PodSpec) ([]Change, []Problem) {
+	var (
+		changes  []Change
+		problems []Problem
+		before   map[containerKey]string // image of each container of old
+	)
+	if old != nil {
+		before = imagesByContainer(old)
+	}
+	for ref := range spec.Images() {
+		isNew := true
 		if old != nil {
-			before = byName(list.get(old))
-		}
-		for i, c := range list.get(spec) {
-			prev, existed := before[c.Name]
-			image, rewrite := "", false
-			if old == nil || !existed || prev.Image != c.Image {
-				image, rewrite = r.images.Rewrite(c.Image)
-			}
-			policy := r.policy != "" && (old == nil || !existed) && c.ImagePullPolicy != r.policy
-			if !rewrite && !policy {
+			if ref.Field == "volumes" {
+				// Immutable: an UPDATE carries the volumes the Pod was
+				// created with, which were decided then.
 				continue
 			}
-			// Paths and descriptions are built only for containers that
-			// change: most containers of most reviews do not.
-			path := prefix + "/" + list.field + "/" + strconv.Itoa(i)
-			where := list.word + " " + strconv.Quote(c.Name)
-			if rewrite {
-				changes = append(changes, Change{Kind: KindImage, Path: path + "/image", Where: where,
-					From: c.Image, To: image, op: "replace", value: image})
+			prev, existed := before[containerKey{ref.Field, ref.Name}]
+			isNew = !existed
+			if existed && prev == ref.Image {
+				continue
 			}
-			if policy {
-				// "add" sets the member whether or not it is present.
-				changes = append(changes, Change{Kind: KindPullPolicy, Path: path + "/imagePullPolicy", Where: where,
-					From: c.ImagePullPolicy, To: r.policy, op: "add", value: r.policy})
-			}
+		}
+		image, err := r.images.Rewrite(ref.Image)
+		if err != nil {
+			problems = append(problems, Problem{Where: ref.Where(), Err: err})
+		}
+		rewrite := image != ref.Image
+		policy := r.policy != "" && isNew && ref.PullPolicy != r.policy
+		if !rewrite && !policy {
+			continue
+		}
+		// Paths and descriptions are built only for references that
+		// change: most of most reviews do not.
+		where := ref.Where()
+		if rewrite {
+			changes = append(changes, Change{Kind: KindImage, Path: ref.ImagePath(prefix), Where: where,
+				From: ref.Image, To: image, op: "replace", value: image})
+		}
+		if policy {
+			// "add" sets the member whether or not it is present.
+			changes = append(changes, Change{Kind: KindPullPolicy, Path: ref.PolicyPath(prefix), Where: where,
+				From: ref.PullPolicy, To: r.policy, op: "add", value: r.policy})
 		}
 	}
 	if old == nil && r.secret != "" {
@@ -153,7 +163,21 @@ func (r *Rules) podSpec(prefix string, spec, old *PodSpec) []Change {
 			changes = append(changes, c)
 		}
 	}
-	return changes
+	return changes, problems
+}
+
+// containerKey identifies a container across an update: container names are
+// unique within each list.
+type containerKey struct{ field, name string }
+
+func imagesByContainer(spec *PodSpec) map[containerKey]string {
+	m := make(map[containerKey]string, len(spec.InitContainers)+len(spec.Containers)+len(spec.EphemeralContainers))
+	for ref := range spec.Images() {
+		if ref.Field != "volumes" {
+			m[containerKey{ref.Field, ref.Name}] = ref.Image
+		}
+	}
+	return m
 }
 
 // pullSecret implements the replace and append modes of IMAGE_PULL_SECRET.
@@ -179,21 +203,21 @@ func (r *Rules) pullSecret(prefix string, current []corev1.LocalObjectReference)
 	return Change{Kind: KindPullSecret, Path: path, From: from, To: r.secret, op: "add", value: want}, true
 }
 
+// BetaStorageClassAnnotation is the claim annotation that named a class
+// before spec.storageClassName existed; Kubernetes still honours it, and a
+// claim that carries it has a class.
+const BetaStorageClassAnnotation = "volume.beta.kubernetes.io/storage-class"
+
 // PVCOnCreate defaults the storage class of a new claim that names none.
 func (r *Rules) PVCOnCreate(pvc *PVC) []Change {
 	if r.storageClass == "" || pvc.Spec.StorageClassName != nil {
 		return nil
 	}
+	if _, ok := pvc.Metadata.Annotations[BetaStorageClassAnnotation]; ok {
+		return nil
+	}
 	return []Change{{Kind: KindStorageClass, Path: "/spec/storageClassName", From: "", To: r.storageClass,
 		op: "add", value: r.storageClass}}
-}
-
-func byName(cs []Container) map[string]Container {
-	m := make(map[string]Container, len(cs))
-	for _, c := range cs {
-		m[c.Name] = c
-	}
-	return m
 }
 
 func secretNames(refs []corev1.LocalObjectReference) string {

@@ -116,6 +116,45 @@ func assertEphemeral(t *testing.T, got []corev1.EphemeralContainer, want []ctr) 
 	assertContainers(t, "ephemeralContainers", cs, want)
 }
 
+// vol is an expected volume: its name and, for an image volume, its reference.
+type vol struct{ name, reference string }
+
+// assertVolumes checks the volumes' names and image references, and that
+// every image volume carries the forced pull policy when one is configured.
+func assertVolumes(t *testing.T, got []corev1.Volume, want []vol, cfg config.Config) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%d volumes, want %d", len(got), len(want))
+	}
+	for i, w := range want {
+		g := got[i]
+		ref := ""
+		if g.Image != nil {
+			ref = g.Image.Reference
+			if cfg.ForceImagePullPolicy && string(g.Image.PullPolicy) != cfg.ImagePullPolicyToForce {
+				t.Errorf("volumes[%d] pull policy %q, want %q", i, g.Image.PullPolicy, cfg.ImagePullPolicyToForce)
+			}
+		}
+		if g.Name != w.name || ref != w.reference {
+			t.Errorf("volumes[%d] = {%s %q}, want {%s %q}", i, g.Name, ref, w.name, w.reference)
+		}
+	}
+}
+
+// assertProblems checks that the refused references are exactly those
+// named, in order, each with a reason.
+func assertProblems(t *testing.T, got []mutation.Problem, want []string) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("problems %v, want problems for %q", got, want)
+	}
+	for i, w := range want {
+		if got[i].Where != w || got[i].Err == nil || !strings.Contains(got[i].String(), "cannot be pulled from an allowed registry") {
+			t.Errorf("problem %d = %v, want one for %s", i, got[i], w)
+		}
+	}
+}
+
 func assertSecrets(t *testing.T, got []corev1.LocalObjectReference, want []string) {
 	t.Helper()
 	names := make([]string, 0, len(got))
@@ -131,8 +170,8 @@ func assertSecrets(t *testing.T, got []corev1.LocalObjectReference, want []strin
 func specOf(t *testing.T, doc []byte) *mutation.PodSpec {
 	t.Helper()
 	var pod mutation.Pod
-	if err := json.Unmarshal(doc, &pod); err != nil {
-		t.Fatalf("decoding mutation.Pod: %v", err)
+	if err := mutation.Decode(doc, &pod, "Pod"); err != nil {
+		t.Fatal(err)
 	}
 	return &pod.Spec
 }
@@ -147,7 +186,9 @@ func TestPodSpecOnCreate(t *testing.T) {
 		init        []ctr
 		containers  []ctr
 		ephemeral   []ctr
+		volumes     []vol
 		secrets     []string
+		problems    []string // the Where of each refused reference
 	}{
 		{
 			name: "all container lists, no secrets, no policies",
@@ -287,6 +328,36 @@ func TestPodSpecOnCreate(t *testing.T) {
 			containers:  []ctr{{"a", "harbor.example.com/quay/argoproj/argocd:v2", ""}, {"b", "harbor.example.com/all/o/b@" + digest, ""}},
 		},
 		{
+			name: "image volumes: reference rewritten, pull policy forced",
+			cfg:  with(func(c *config.Config) { c.ImagePullSecret = "" }),
+			spec: `{"containers":[{"name":"app","image":"` + mirror + `/app:1","imagePullPolicy":"Always"}],
+				"volumes":[{"name":"cfg","configMap":{"name":"c"}},{"name":"ext","image":{"reference":"ghcr.io/cloudnative-pg/postgis-extension:3@` + digest + `","pullPolicy":"IfNotPresent"}},
+				{"name":"ok","image":{"reference":"` + mirror + `/data:1"}}]}`,
+			wantChanges: 3,
+			containers:  []ctr{{"app", mirror + "/app:1", "Always"}},
+			volumes:     []vol{{"cfg", ""}, {"ext", mirror + "/cloudnative-pg/postgis-extension:3@" + digest}, {"ok", mirror + "/data:1"}},
+		},
+		{
+			name: "upper-case single-label hosts are hosts",
+			cfg:  with(func(c *config.Config) { c.ImagePullSecret = ""; c.ForceImagePullPolicy = false }),
+			spec: `{"initContainers":[{"name":"i","image":"LOCALHOST/evil:1"}],"containers":[{"name":"a","image":"Evil/payload:1"},{"name":"b","image":"LocalHost/x:1"}],
+				"ephemeralContainers":[{"name":"e","image":"EVIL/x@` + digest + `"}]}`,
+			wantChanges: 4,
+			init:        []ctr{{"i", mirror + "/evil:1", ""}},
+			containers:  []ctr{{"a", mirror + "/payload:1", ""}, {"b", mirror + "/x:1", ""}},
+			ephemeral:   []ctr{{"e", mirror + "/x@" + digest, ""}},
+		},
+		{
+			name: "a reference with no valid rewrite is a problem, not kept silently",
+			cfg:  with(func(c *config.Config) { c.ImagePullSecret = ""; c.ForceImagePullPolicy = false }),
+			spec: `{"containers":[{"name":"long","image":"evil.example.com/` + strings.Repeat("a", 250) + `:1"},{"name":"ok","image":"nginx"}],
+				"volumes":[{"name":"v","image":{"reference":"a/` + strings.Repeat("b", 250) + `"}}]}`,
+			wantChanges: 1,
+			containers:  []ctr{{"long", "evil.example.com/" + strings.Repeat("a", 250) + ":1", ""}, {"ok", mirror + "/nginx", ""}},
+			volumes:     []vol{{"v", "a/" + strings.Repeat("b", 250)}},
+			problems:    []string{`container "long"`, `image volume "v"`},
+		},
+		{
 			name:        "rules off",
 			cfg:         config.Config{},
 			spec:        `{"containers":[{"name":"a","image":"nginx"}]}`,
@@ -298,10 +369,11 @@ func TestPodSpecOnCreate(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			rules := newRules(t, tt.cfg)
 			doc := podJSON(tt.spec)
-			changes := rules.PodSpecOnCreate("/spec", specOf(t, doc))
+			changes, problems := rules.PodSpecOnCreate("/spec", specOf(t, doc))
 			if len(changes) != tt.wantChanges {
 				t.Errorf("%d changes, want %d: %+v", len(changes), tt.wantChanges, changes)
 			}
+			assertProblems(t, problems, tt.problems)
 			patched := applyChanges(t, doc, changes)
 
 			var pod corev1.Pod
@@ -309,13 +381,14 @@ func TestPodSpecOnCreate(t *testing.T) {
 			assertContainers(t, "initContainers", pod.Spec.InitContainers, tt.init)
 			assertContainers(t, "containers", pod.Spec.Containers, tt.containers)
 			assertEphemeral(t, pod.Spec.EphemeralContainers, tt.ephemeral)
+			assertVolumes(t, pod.Spec.Volumes, tt.volumes, tt.cfg)
 			assertSecrets(t, pod.Spec.ImagePullSecrets, tt.secrets)
 			if pod.Name != "p" || pod.Namespace != "ns" {
 				t.Errorf("metadata changed: %+v", pod.ObjectMeta)
 			}
 
 			// Idempotency: the patched object needs nothing more.
-			if again := rules.PodSpecOnCreate("/spec", specOf(t, patched)); len(again) != 0 {
+			if again, _ := rules.PodSpecOnCreate("/spec", specOf(t, patched)); len(again) != 0 {
 				t.Errorf("second pass changes %+v", again)
 			}
 		})
@@ -327,7 +400,7 @@ func TestPodSpecOnCreate(t *testing.T) {
 func TestAppendSecretDecodes(t *testing.T) {
 	rules := newRules(t, with(func(c *config.Config) { c.ImagePullSecretAppend = true }))
 	doc := podJSON(`{"containers":[{"name":"app","image":"` + mirror + `/a","imagePullPolicy":"Always"}],"imagePullSecrets":[{"name":"old1"},{"name":"old2"}]}`)
-	changes := rules.PodSpecOnCreate("/spec", specOf(t, doc))
+	changes, _ := rules.PodSpecOnCreate("/spec", specOf(t, doc))
 	if len(changes) != 1 || changes[0].Kind != mutation.KindPullSecret {
 		t.Fatalf("changes = %+v, want one pull-secret change", changes)
 	}
@@ -444,7 +517,7 @@ func TestPodSpecOnUpdate(t *testing.T) {
 			if tt.old != "" {
 				oldSpec = specOf(t, podJSON(tt.old))
 			}
-			changes := rules.PodSpecOnUpdate("/spec", specOf(t, doc), oldSpec)
+			changes, _ := rules.PodSpecOnUpdate("/spec", specOf(t, doc), oldSpec)
 			if len(changes) != tt.wantChanges {
 				t.Errorf("%d changes, want %d: %+v", len(changes), tt.wantChanges, changes)
 			}
@@ -484,7 +557,7 @@ func TestPodSpecUnderPrefix(t *testing.T) {
 	}
 	rules := newRules(t, with(func(c *config.Config) { c.ImagePullSecretAppend = true }))
 	const prefix = "/spec/template/spec"
-	changes := rules.PodSpecOnCreate(prefix, spec(deployment))
+	changes, _ := rules.PodSpecOnCreate(prefix, spec(deployment))
 	for _, c := range changes {
 		if !strings.HasPrefix(c.Path, prefix+"/") {
 			t.Errorf("change path %q is not under %q", c.Path, prefix)
@@ -500,7 +573,7 @@ func TestPodSpecUnderPrefix(t *testing.T) {
 	if d.Spec.Replicas == nil || *d.Spec.Replicas != 2 || d.Spec.Template.Labels["app"] != "d" {
 		t.Errorf("unrelated fields changed: %+v", d.Spec)
 	}
-	if again := rules.PodSpecOnCreate(prefix, spec(patched)); len(again) != 0 {
+	if again, _ := rules.PodSpecOnCreate(prefix, spec(patched)); len(again) != 0 {
 		t.Errorf("second pass changes %+v", again)
 	}
 }
@@ -509,21 +582,25 @@ func TestPVCOnCreate(t *testing.T) {
 	tests := []struct {
 		name      string
 		class     string // DEFAULT_STORAGE_CLASS
+		meta      string
 		spec      string
 		wantClass *string
 	}{
-		{"absent gets the default", "fast", `{"accessModes":["ReadWriteOnce"]}`, ptr("fast")},
-		{"empty string stays", "fast", `{"storageClassName":""}`, ptr("")},
-		{"other class stays", "fast", `{"storageClassName":"slow"}`, ptr("slow")},
-		{"null is absent", "fast", `{"storageClassName":null}`, ptr("fast")},
-		{"no default configured", "", `{}`, nil},
+		{"absent gets the default", "fast", `{"name":"c"}`, `{"accessModes":["ReadWriteOnce"]}`, ptr("fast")},
+		{"empty string stays", "fast", `{"name":"c"}`, `{"storageClassName":""}`, ptr("")},
+		{"other class stays", "fast", `{"name":"c"}`, `{"storageClassName":"slow"}`, ptr("slow")},
+		{"null is absent", "fast", `{"name":"c"}`, `{"storageClassName":null}`, ptr("fast")},
+		{"no default configured", "", `{"name":"c"}`, `{}`, nil},
+		{"beta annotation is a class", "fast", `{"name":"c","annotations":{"volume.beta.kubernetes.io/storage-class":"slow"}}`, `{}`, nil},
+		{"beta annotation naming no class is a class", "fast", `{"name":"c","annotations":{"volume.beta.kubernetes.io/storage-class":""}}`, `{}`, nil},
+		{"other annotations do not count", "fast", `{"name":"c","annotations":{"volume.kubernetes.io/storage-provisioner":"x"}}`, `{}`, ptr("fast")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			rules := newRules(t, config.Config{DefaultStorageClass: tt.class})
-			doc := []byte(`{"apiVersion":"v1","kind":"PersistentVolumeClaim","metadata":{"name":"c"},"spec":` + tt.spec + `}`)
+			doc := []byte(`{"apiVersion":"v1","kind":"PersistentVolumeClaim","metadata":` + tt.meta + `,"spec":` + tt.spec + `}`)
 			var pvc mutation.PVC
-			if err := json.Unmarshal(doc, &pvc); err != nil {
+			if err := mutation.Decode(doc, &pvc, "PersistentVolumeClaim"); err != nil {
 				t.Fatal(err)
 			}
 			changes := rules.PVCOnCreate(&pvc)
@@ -537,7 +614,7 @@ func TestPVCOnCreate(t *testing.T) {
 				t.Errorf("storageClassName = %v, want %q", got.Spec.StorageClassName, *tt.wantClass)
 			}
 			var again mutation.PVC
-			if err := json.Unmarshal(patched, &again); err != nil {
+			if err := mutation.Decode(patched, &again, "PersistentVolumeClaim"); err != nil {
 				t.Fatal(err)
 			}
 			if c := rules.PVCOnCreate(&again); len(c) != 0 {
@@ -594,7 +671,8 @@ func TestChangeWhere(t *testing.T) {
 	}))
 	doc := podJSON(`{"initContainers":[{"name":"i","image":"a"}],"containers":[{"name":"app","image":"nginx:1.27"}],"ephemeralContainers":[{"name":"e","image":"b"}]}`)
 	var got []string
-	for _, c := range rules.PodSpecOnCreate("/spec", specOf(t, doc)) {
+	changes, _ := rules.PodSpecOnCreate("/spec", specOf(t, doc))
+	for _, c := range changes {
 		got = append(got, c.Describe(true))
 	}
 	want := []string{
@@ -620,8 +698,8 @@ func TestNew(t *testing.T) {
 	})
 	t.Run("images", func(t *testing.T) {
 		r := newRules(t, baseConfig())
-		if got, ok := r.Images().Rewrite("nginx"); !ok || got != mirror+"/nginx" {
-			t.Errorf("Images().Rewrite(nginx) = %q, %v", got, ok)
+		if got, err := r.Images().Rewrite("nginx"); err != nil || got != mirror+"/nginx" {
+			t.Errorf("Images().Rewrite(nginx) = %q, %v", got, err)
 		}
 	})
 }

@@ -295,13 +295,13 @@ func fzRun(t *testing.T, rules *mutation.Rules, doc []byte, old *corev1.PodSpec,
 				} `json:"template"`
 			} `json:"spec"`
 		}
-		if err := json.Unmarshal(doc, &d); err != nil {
+		if err := mutation.Decode(doc, &d, "Deployment"); err != nil {
 			t.Fatal(err)
 		}
 		spec = d.Spec.Template.Spec
 	} else {
 		var p mutation.Pod
-		if err := json.Unmarshal(doc, &p); err != nil {
+		if err := mutation.Decode(doc, &p, "Pod"); err != nil {
 			t.Fatal(err)
 		}
 		spec = p.Spec
@@ -311,17 +311,19 @@ func fzRun(t *testing.T, rules *mutation.Rules, doc []byte, old *corev1.PodSpec,
 		prefix = "/spec/template/spec"
 	}
 	if old == nil {
-		return rules.PodSpecOnCreate(prefix, &spec)
+		changes, _ := rules.PodSpecOnCreate(prefix, &spec)
+		return changes
 	}
 	b, err := json.Marshal(old)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var oldSpec mutation.PodSpec
-	if err := json.Unmarshal(b, &oldSpec); err != nil {
+	if err := mutation.Decode(b, &oldSpec, "old pod spec"); err != nil {
 		t.Fatal(err)
 	}
-	return rules.PodSpecOnUpdate(prefix, &spec, &oldSpec)
+	changes, _ := rules.PodSpecOnUpdate(prefix, &spec, &oldSpec)
+	return changes
 }
 
 // fzExpect is the documented result of the rules on spec: README's "Image

@@ -190,8 +190,12 @@ func fzShallow(t *testing.T, tg *fzTarget, body []byte) (*admissionv1.AdmissionR
 		t.Fatalf("answer %s does not match the request's type %+v and UID %q", rec.Body, loose.TypeMeta, loose.Request.UID)
 	}
 	if !resp.Allowed {
-		if resp.Result == nil || resp.Result.Code != http.StatusBadRequest || resp.Result.Message == "" || len(resp.Patch) > 0 {
-			t.Fatalf("denial of %.500q is not a 400 with a message and no patch: %s", body, rec.Body)
+		// 400: the object does not decode; 403: the provenance rule, in
+		// enforce mode only.
+		refused := resp.Result != nil && resp.Result.Code == http.StatusForbidden && tg.cfg.Mode == config.Enforce &&
+			strings.Contains(resp.Result.Message, "cannot be pulled from an allowed registry")
+		if resp.Result == nil || resp.Result.Code != http.StatusBadRequest && !refused || resp.Result.Message == "" || len(resp.Patch) > 0 {
+			t.Fatalf("denial of %.500q is not a 400 or a provenance 403 with a message and no patch: %s", body, rec.Body)
 		}
 	} else if len(resp.Patch) == 0 {
 		if resp.PatchType != nil {
@@ -309,7 +313,7 @@ func fzDeep(t *testing.T, tg *fzTarget, review *admissionv1.AdmissionReview, res
 	}
 }
 
-var fzPodPathRE = regexp.MustCompile(`^/spec/(?:(?:initContainers|containers|ephemeralContainers)/(?:0|[1-9][0-9]*)/(?:image|imagePullPolicy)|imagePullSecrets(?:/-)?)$`)
+var fzPodPathRE = regexp.MustCompile(`^/spec/(?:(?:initContainers|containers|ephemeralContainers)/(?:0|[1-9][0-9]*)/(?:image|imagePullPolicy)|volumes/(?:0|[1-9][0-9]*)/image/(?:reference|pullPolicy)|imagePullSecrets(?:/-)?)$`)
 
 func fzAllowedPath(kind, op, path string) bool {
 	switch kind {
