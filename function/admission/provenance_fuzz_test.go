@@ -17,7 +17,7 @@ import (
 	"github.com/mutator-dev/mutator/function/admission"
 	"github.com/mutator-dev/mutator/function/config"
 	"github.com/mutator-dev/mutator/function/images"
-	"github.com/mutator-dev/mutator/function/internal/oracle"
+	"github.com/mutator-dev/mutator/function/oracle"
 )
 
 // provenanceCase is one configuration and one Pod for checkProvenance.

@@ -8,7 +8,7 @@ import (
 	"github.com/distribution/reference"
 
 	"github.com/mutator-dev/mutator/function/images"
-	"github.com/mutator-dev/mutator/function/internal/oracle"
+	"github.com/mutator-dev/mutator/function/oracle"
 )
 
 // fuzzConfig is one fixed configuration FuzzRewrite checks images against.
