@@ -118,6 +118,7 @@ func serve(ctx context.Context, kube *environment.ClientConfig) error {
 		TLSCertFile:   cfg.TLSCertFile,
 		TLSKeyFile:    cfg.TLSKeyFile,
 		ShutdownDelay: cfg.ShutdownDelay,
+		EnableHTTP2:   cfg.EnableHTTP2,
 		Logger:        a.Logger,
 	}
 	if certManager != nil {

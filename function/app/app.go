@@ -63,7 +63,7 @@ func New(ctx context.Context, cfg config.Config) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	if a.Handler, err = webhook.New(ctx, webhook.Options{Logger: logger, MeterProvider: a.meterProvider()}, controller); err != nil {
+	if a.Handler, err = webhook.New(ctx, webhook.Options{Logger: logger, MeterProvider: a.meterProvider(), BodyBudget: int64(cfg.RequestBodyBudget)}, controller); err != nil {
 		return nil, err
 	}
 	logger.Info("configured",

@@ -3,6 +3,7 @@ package app_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -72,5 +73,72 @@ func TestAppRejectsBadSink(t *testing.T) {
 	cfg := config.Config{ImagePullPolicyToForce: "Always", Mode: config.Enforce, LogLevel: "error", Sink: "not a url"}
 	if _, err := app.New(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "K_SINK") {
 		t.Fatalf("bad sink accepted or unclear error: %v", err)
+	}
+}
+
+// TestMetricsBoundedUnderRandomKinds posts reviews of made-up kinds,
+// groups, versions, operations and subresources straight to the handler, as
+// anyone who reaches the port can, and checks that they create no new
+// series: knative's handler metric takes its labels from the review.
+func TestMetricsBoundedUnderRandomKinds(t *testing.T) {
+	port := freePort(t)
+	cfg := config.Config{Registry: "registry.example.com/mirror", ImagePullPolicyToForce: "Always",
+		Mode: config.Enforce, LogLevel: "error", MetricsPort: port}
+	a, err := app.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close(context.Background())
+	if err := a.StartMetrics(); err != nil {
+		t.Fatal(err)
+	}
+	scrape := func() string {
+		t.Helper()
+		resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(port) + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	post := func(i int) {
+		body := fmt.Sprintf(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u%d",
+			"kind":{"group":"g%d.example.com","version":"v%d","kind":"Kind%d"},"resource":{"group":"g%d","version":"v%d","resource":"r%d"},
+			"subResource":"s%d","operation":"OP%d","namespace":"ns","object":{}}}`, i, i, i, i, i, i, i, i, i)
+		req := httptest.NewRequest(http.MethodPost, "/mutate", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		rec := httptest.NewRecorder()
+		a.Handler.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			t.Fatalf("review %d answered %d: %.300s", i, rec.Code, rec.Body)
+		}
+	}
+	series := func(text string) int {
+		n := 0
+		for _, line := range strings.Split(text, "\n") {
+			if line != "" && !strings.HasPrefix(line, "#") {
+				n++
+			}
+		}
+		return n
+	}
+	for i := range 10 {
+		post(i)
+	}
+	before := scrape()
+	for i := 10; i < 2000; i++ {
+		post(i)
+	}
+	after := scrape()
+	t.Logf("/metrics after 10 random-kind reviews: %d bytes, %d series; after 2,000: %d bytes, %d series",
+		len(before), series(before), len(after), series(after))
+	// Go runtime and process collectors may add a few series as the
+	// process runs; made-up labels would add thousands.
+	if series(after) > series(before)+20 || strings.Contains(after, "Kind1999") || strings.Contains(after, "OP1999") {
+		t.Fatalf("series grew from %d to %d with made-up kinds", series(before), series(after))
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/kelseyhightower/envconfig"
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/mutator-dev/mutator/function/images"
@@ -49,6 +50,12 @@ type Config struct {
 	Sink                   string        `envconfig:"K_SINK"`
 	EventSource            string        `envconfig:"EVENT_SOURCE" default:"mutator"`
 	ShutdownDelay          time.Duration `envconfig:"SHUTDOWN_DELAY" default:"0s"`
+	// RequestBodyBudget bounds the bytes of request bodies held at once
+	// (a Kubernetes quantity such as 24Mi).
+	RequestBodyBudget Quantity `envconfig:"REQUEST_BODY_BUDGET" default:"24Mi"`
+	// EnableHTTP2 offers HTTP/2 (and h2c) as well as HTTP/1.1. The API
+	// server calls webhooks over HTTP/1.1 keep-alive, so it is off.
+	EnableHTTP2 bool `envconfig:"ENABLE_HTTP2" default:"false"`
 
 	// The standalone server's self-managed certificate (package certs):
 	// with WebhookSecretName set, `mutator serve` fills that Secret in
@@ -82,6 +89,20 @@ func (l *List) Decode(value string) error {
 			*l = append(*l, item)
 		}
 	}
+	return nil
+}
+
+// Quantity is a size in bytes written as a Kubernetes quantity ("24Mi",
+// "25165824").
+type Quantity int64
+
+// Decode implements envconfig.Decoder.
+func (q *Quantity) Decode(value string) error {
+	v, err := resource.ParseQuantity(strings.TrimSpace(value))
+	if err != nil {
+		return fmt.Errorf("%q is not a quantity such as 24Mi: %w", value, err)
+	}
+	*q = Quantity(v.Value())
 	return nil
 }
 
@@ -166,6 +187,9 @@ func (c Config) Validate() error {
 	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		errs = append(errs, errors.New("TLS_CERT_FILE and TLS_KEY_FILE: set both to serve HTTPS, or neither for plain HTTP"))
+	}
+	if c.RequestBodyBudget != 0 && c.RequestBodyBudget < 3<<20 {
+		errs = append(errs, fmt.Errorf("REQUEST_BODY_BUDGET: %d bytes is less than the largest request body (3Mi); every large review would be refused", c.RequestBodyBudget))
 	}
 	if c.ShutdownDelay < 0 {
 		errs = append(errs, errors.New("SHUTDOWN_DELAY: must not be negative"))

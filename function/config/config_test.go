@@ -57,6 +57,7 @@ func TestLoadDefaults(t *testing.T) {
 		Port:                   8080,
 		MetricsPort:            9090,
 		EventSource:            "mutator",
+		RequestBodyBudget:      24 << 20,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
@@ -109,13 +110,14 @@ func TestLoadValues(t *testing.T) {
 			"FORCE_IMAGE_PULL_POLICY": "true", "IMAGE_PULL_POLICY_TO_FORCE": "IfNotPresent", "DEFAULT_STORAGE_CLASS": "fast",
 			"PORT": "8443", "METRICS_PORT": "0", "TLS_CERT_FILE": "/tls/crt", "TLS_KEY_FILE": "/tls/key",
 			"WARNINGS": "true", "SHUTDOWN_DELAY": "5s", "K_SINK": "http://broker", "EVENT_SOURCE": "src",
+			"REQUEST_BODY_BUDGET": "64Mi", "ENABLE_HTTP2": "true",
 		}, func(t *testing.T, c config.Config) {
 			want := config.Config{
 				Registry: "localhost:5000", ImagePullSecret: "regcred", ImagePullSecretAppend: true,
 				ForceImagePullPolicy: true, ImagePullPolicyToForce: "IfNotPresent", DefaultStorageClass: "fast",
 				LogLevel: "info", Mode: config.Enforce, Warnings: true, Port: 8443, MetricsPort: 0,
 				TLSCertFile: "/tls/crt", TLSKeyFile: "/tls/key", Sink: "http://broker", EventSource: "src",
-				ShutdownDelay: 5 * time.Second,
+				ShutdownDelay: 5 * time.Second, RequestBodyBudget: 64 << 20, EnableHTTP2: true,
 			}
 			if !reflect.DeepEqual(c, want) {
 				t.Errorf("\n got %+v\nwant %+v", c, want)
@@ -155,6 +157,8 @@ func TestLoadErrors(t *testing.T) {
 		{"ignored registry with a digest", map[string]string{"IGNORED_REGISTRIES": "registry.k8s.io/pause@sha256:abc"}, "IGNORED_REGISTRIES"},
 		{"ignored registry with an upper-case path", map[string]string{"IGNORED_REGISTRIES": "quay.io/Org"}, `"quay.io/Org"`},
 		{"negative shutdown delay", map[string]string{"SHUTDOWN_DELAY": "-1s"}, "SHUTDOWN_DELAY"},
+		{"body budget below the largest body", map[string]string{"REQUEST_BODY_BUDGET": "1Mi"}, "REQUEST_BODY_BUDGET"},
+		{"body budget not a quantity", map[string]string{"REQUEST_BODY_BUDGET": "lots"}, "REQUEST_BODY_BUDGET"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

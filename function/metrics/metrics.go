@@ -42,7 +42,7 @@ func New() (*Metrics, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating Prometheus exporter: %w", err)
 	}
-	m := &Metrics{provider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(exporter)), registry: reg}
+	m := &Metrics{provider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(exporter), sdkmetric.WithView(boundKnativeAttributes)), registry: reg}
 	meter := m.provider.Meter("github.com/mutator-dev/mutator")
 	if m.reviews, err = meter.Int64Counter("mutator.reviews",
 		metric.WithDescription("Admission reviews answered, by resource, operation and result."),
@@ -105,6 +105,40 @@ func (m *Metrics) set(resource, operation, resultOrKind string) metric.Measureme
 }
 
 type setKey struct{ resource, operation, resultOrKind string }
+
+// knativeHandlerMetric is knative.dev/pkg's webhook handler histogram. Its
+// attributes are copied from the review (kind, group, version, subresource,
+// operation), which anyone who can reach the port chooses.
+const knativeHandlerMetric = "kn.webhook.handler.duration"
+
+// knativeKnown are the attribute values of knativeHandlerMetric that the
+// webhook can see from a real API server; any other value is dropped from
+// the series (the attribute is left out), so that made-up kinds cannot grow
+// the series count or the /metrics page.
+var knativeKnown = map[attribute.Key][]string{
+	"kn.webhook.resource.kind":    {"Pod", "PersistentVolumeClaim"},
+	"kn.webhook.resource.group":   {""},
+	"kn.webhook.resource.version": {"v1"},
+	"kn.webhook.subresource":      {"", "ephemeralcontainers", "status"},
+	"kn.webhook.operation.type":   {"CREATE", "UPDATE", "DELETE", "CONNECT"},
+	"kn.webhook.operation.status": {"success", "failure"},
+	"kn.webhook.type":             {"admission"},
+}
+
+// boundKnativeAttributes is an OpenTelemetry view that keeps only known
+// attribute values on knative's handler metric.
+func boundKnativeAttributes(inst sdkmetric.Instrument) (sdkmetric.Stream, bool) {
+	if inst.Name != knativeHandlerMetric {
+		return sdkmetric.Stream{}, false
+	}
+	return sdkmetric.Stream{
+		Name: inst.Name, Description: inst.Description, Unit: inst.Unit,
+		AttributeFilter: func(kv attribute.KeyValue) bool {
+			known, ok := knativeKnown[kv.Key]
+			return ok && bounded(kv.Value.AsString(), known...) != "other"
+		},
+	}, true
+}
 
 // bounded keeps label values to a known set: they come from the request, and
 // a client sending made-up values must not grow the series without bound.

@@ -1,7 +1,7 @@
 // Package server runs the webhook's HTTP(S) listener for the standalone mode:
-// timeouts, TLS with certificates reloaded from disk, HTTP/2, and a graceful
-// drain on shutdown. The function mode does not use it: func-go's runtime owns
-// the listener there.
+// timeouts, TLS with certificates reloaded from disk, and a drain on shutdown
+// that loses no review of a keep-alive client. The function mode does not use
+// it: func-go's runtime owns the listener there, behind Knative's queue-proxy.
 package server
 
 import (
@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -37,21 +38,43 @@ type Options struct {
 	// them to run in milliseconds.
 	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 	MaxHeaderBytes                                            int
+	// EnableHTTP2 offers HTTP/2 over TLS and h2c besides HTTP/1.1. The
+	// API server never uses it for a webhook it reaches through a Service
+	// (k8s.io/apiserver pkg/util/webhook/client.go offers only http/1.1
+	// unless the URL's host is loopback), so it is off by default: one
+	// protocol less to expose to anyone who can reach the port.
+	EnableHTTP2 bool
 }
 
 // Timeouts. The API server gives a webhook at most 30 s, so nothing here
 // waits longer than that for a client; a slow or idle client cannot hold a
-// connection or a goroutine forever.
+// connection or a goroutine forever. A connection that never sends a
+// request is closed after readHeaderTimeout.
+//
+// idleTimeout is longer than the API server's own idle timeout for pooled
+// webhook connections (90 s, k8s.io/apimachinery's transport defaults), so
+// that the client, not the server, closes an idle keep-alive connection: a
+// server that closes one races a client that is about to reuse it.
 const (
 	readHeaderTimeout = 5 * time.Second
 	readTimeout       = 15 * time.Second
 	writeTimeout      = 35 * time.Second
-	idleTimeout       = 90 * time.Second
+	idleTimeout       = 120 * time.Second
 	maxHeaderBytes    = 64 << 10
+	// HTTP/2 only: a short idle timeout and few streams per connection
+	// bound what idle or abusive HTTP/2 clients hold.
+	h2IdleTimeout           = 30 * time.Second
+	h2MaxConcurrentStreams  = 32
+	errorLogPerSecond       = 5
+	errorLogBurst           = 20
+	errorLogSuppressedEvery = time.Minute
 )
 
-// Serve serves on ln until ctx is done, then drains: in-flight reviews finish
-// and their answers are written before Serve returns nil.
+// Serve serves on ln until ctx is done, then drains: every response from
+// then on carries "Connection: close" so that keep-alive clients open their
+// next connection elsewhere, the server keeps answering for ShutdownDelay
+// while endpoints are updated, and in-flight reviews finish and their answers
+// are written before Serve returns nil.
 func Serve(ctx context.Context, ln net.Listener, opts Options) error {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
@@ -59,22 +82,32 @@ func Serve(ctx context.Context, ln net.Listener, opts Options) error {
 	if opts.ShutdownTimeout == 0 {
 		opts.ShutdownTimeout = 30 * time.Second
 	}
+	d := &drainer{next: opts.Handler}
 	srv := &http.Server{
-		Handler:           opts.Handler,
+		Handler:           d,
 		ReadHeaderTimeout: orDefault(opts.ReadHeaderTimeout, readHeaderTimeout),
 		ReadTimeout:       orDefault(opts.ReadTimeout, readTimeout),
 		WriteTimeout:      orDefault(opts.WriteTimeout, writeTimeout),
 		IdleTimeout:       orDefault(opts.IdleTimeout, idleTimeout),
 		MaxHeaderBytes:    orDefault(opts.MaxHeaderBytes, maxHeaderBytes),
-		ErrorLog:          zap.NewStdLog(opts.Logger.WithOptions(zap.IncreaseLevel(zap.WarnLevel))),
-		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		// net/http reports TLS handshake failures, bad client
+		// certificates and recovered panics here: at warn, so that they
+		// show at the default level, and rate-limited, so that a
+		// handshake storm cannot flood the log.
+		ErrorLog:    newErrorLog(opts.Logger),
+		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
-	// The API server speaks HTTP/2 to webhooks over TLS; h2c lets a plain
-	// HTTP listener behind a proxy (queue-proxy) use it too.
 	srv.Protocols = new(http.Protocols)
 	srv.Protocols.SetHTTP1(true)
-	srv.Protocols.SetHTTP2(true)
-	srv.Protocols.SetUnencryptedHTTP2(true)
+	if opts.EnableHTTP2 {
+		srv.Protocols.SetHTTP2(true)
+		// h2c lets a plain HTTP listener behind a proxy use it too.
+		srv.Protocols.SetUnencryptedHTTP2(true)
+		srv.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: h2MaxConcurrentStreams}
+		if opts.IdleTimeout == 0 {
+			srv.IdleTimeout = h2IdleTimeout
+		}
+	}
 
 	tlsOn := opts.TLSCertFile != "" || opts.TLSKeyFile != "" || opts.GetCertificate != nil
 	if tlsOn {
@@ -106,13 +139,19 @@ func Serve(ctx context.Context, ln net.Listener, opts Options) error {
 		}
 		errc <- err
 	}()
-	opts.Logger.Info("serving", zap.String("address", ln.Addr().String()), zap.Bool("tls", tlsOn))
+	opts.Logger.Info("serving", zap.String("address", ln.Addr().String()), zap.Bool("tls", tlsOn), zap.Bool("http2", opts.EnableHTTP2))
 
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serving on %s: %w", ln.Addr(), err)
 	case <-ctx.Done():
 	}
+	// Stop keep-alives before anything else: a response that tells the
+	// client to close is the only way to end an HTTP/1.1 connection
+	// without racing a request the client may be writing on it. (Go's
+	// SetKeepAlivesEnabled(false) would also close idle connections at
+	// once, which is that race.)
+	d.draining.Store(true)
 	if opts.Ready != nil {
 		opts.Ready(false)
 	}
@@ -122,6 +161,9 @@ func Serve(ctx context.Context, ln net.Listener, opts Options) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), opts.ShutdownTimeout)
 	defer cancel()
+	// Shutdown closes the listener and the connections that are idle now,
+	// which every client that used one during the delay was told to close
+	// already, and waits for the requests in flight.
 	if err := srv.Shutdown(sctx); err != nil {
 		// Past the deadline: cut the connections still open rather than
 		// leave their goroutines behind.
@@ -133,6 +175,21 @@ func Serve(ctx context.Context, ln net.Listener, opts Options) error {
 	}
 	opts.Logger.Info("stopped")
 	return nil
+}
+
+// drainer marks every response "Connection: close" once draining starts.
+type drainer struct {
+	next     http.Handler
+	draining atomic.Bool
+}
+
+func (d *drainer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if d.draining.Load() {
+		// net/http closes the connection after this response (HTTP/1.x)
+		// or sends GOAWAY (HTTP/2).
+		w.Header().Set("Connection", "close")
+	}
+	d.next.ServeHTTP(w, r)
 }
 
 func orDefault[T time.Duration | int](v, def T) T {

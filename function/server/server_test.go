@@ -16,12 +16,16 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/mutator-dev/mutator/function/server"
 )
@@ -441,7 +445,7 @@ func TestDrainFinishesInFlight(t *testing.T) {
 			})
 			s := serve(t, server.Options{
 				Handler: handler, TLSCertFile: files.cert, TLSKeyFile: files.key,
-				Ready: func(b bool) { ready <- b },
+				Ready: func(b bool) { ready <- b }, EnableHTTP2: proto == "HTTP/2.0",
 			})
 			tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.pool, MinVersion: tls.VersionTLS13}, Protocols: new(http.Protocols)}
 			tr.Protocols.SetHTTP1(true)
@@ -536,29 +540,99 @@ func TestShutdownDelayKeepsServing(t *testing.T) {
 	}
 }
 
-func TestPlainHTTPAndH2C(t *testing.T) {
-	s := serve(t, server.Options{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.WriteString(w, r.Proto)
-	})})
-	for _, h2c := range []bool{false, true} {
-		tr := &http.Transport{Protocols: new(http.Protocols)}
-		tr.Protocols.SetHTTP1(!h2c)
-		tr.Protocols.SetUnencryptedHTTP2(h2c)
-		client := &http.Client{Transport: tr, Timeout: bound}
-		resp, err := client.Get("http://" + s.addr + "/")
+// TestProtocols: HTTP/1.1 only unless EnableHTTP2, over TLS (ALPN) and
+// plain HTTP (h2c).
+func TestProtocols(t *testing.T) {
+	ca := newTestCA(t)
+	certPEM, keyPEM := ca.issue(t, 23)
+	files := newCertFiles(t, certPEM, keyPEM)
+	for _, enable := range []bool{false, true} {
+		echo := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, r.Proto) })
+		plain := serve(t, server.Options{Handler: echo, EnableHTTP2: enable})
+		secure := serve(t, server.Options{Handler: echo, EnableHTTP2: enable, TLSCertFile: files.cert, TLSKeyFile: files.key})
+		for _, tc := range []struct {
+			name, url string
+			h2        bool
+		}{
+			{"h1", "http://" + plain.addr + "/", false},
+			{"h2c", "http://" + plain.addr + "/", true},
+			{"h1 over TLS", "https://" + secure.addr + "/", false},
+			{"h2 over TLS", "https://" + secure.addr + "/", true},
+		} {
+			tr := &http.Transport{Protocols: new(http.Protocols), TLSClientConfig: &tls.Config{RootCAs: ca.pool, MinVersion: tls.VersionTLS13}}
+			if tc.h2 {
+				// Only HTTP/2: a server that does not offer it fails.
+				tr.Protocols.SetUnencryptedHTTP2(true)
+				tr.Protocols.SetHTTP2(true)
+			} else {
+				tr.Protocols.SetHTTP1(true)
+			}
+			client := &http.Client{Transport: tr, Timeout: bound}
+			resp, err := client.Get(tc.url)
+			var body []byte
+			if err == nil {
+				body, _ = io.ReadAll(resp.Body)
+				resp.Body.Close()
+			}
+			tr.CloseIdleConnections()
+			switch {
+			case tc.h2 && !enable:
+				if err == nil && string(body) == "HTTP/2.0" {
+					t.Errorf("%s with HTTP/2 off: served over HTTP/2", tc.name)
+				}
+			case err != nil:
+				t.Errorf("%s (HTTP/2 enabled %t): %v", tc.name, enable, err)
+			case tc.h2 && string(body) != "HTTP/2.0", !tc.h2 && string(body) != "HTTP/1.1":
+				t.Errorf("%s (HTTP/2 enabled %t): served over %s", tc.name, enable, body)
+			}
+		}
+	}
+}
+
+// TestDrainStopsKeepAlive: once draining starts, every response tells a
+// keep-alive client to close, and its next request goes out on a new
+// connection, while the server keeps answering for the shutdown delay.
+func TestDrainStopsKeepAlive(t *testing.T) {
+	ready := make(chan bool, 4)
+	s := serve(t, server.Options{ShutdownDelay: 2 * time.Second, Ready: func(b bool) { ready <- b },
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") })})
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: bound}
+	get := func() (reused, closeAfter bool) {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodGet, "http://"+s.addr+"/", nil)
 		if err != nil {
-			t.Fatalf("h2c %t: %v", h2c, err)
+			t.Fatal(err)
 		}
-		body, _ := io.ReadAll(resp.Body)
+		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+			GotConn: func(info httptrace.GotConnInfo) { reused = info.Reused },
+		}))
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("request: %v", err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
-		tr.CloseIdleConnections()
-		want := "HTTP/1.1"
-		if h2c {
-			want = "HTTP/2.0"
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("status %d", resp.StatusCode)
 		}
-		if string(body) != want {
-			t.Errorf("h2c %t: served over %s, want %s", h2c, body, want)
-		}
+		return reused, resp.Close
+	}
+	get()
+	if reused, closeAfter := get(); !reused || closeAfter {
+		t.Fatalf("before draining: reused %v, Connection: close %v; want a kept-alive connection", reused, closeAfter)
+	}
+	s.cancel()
+	<-ready
+	if _, closeAfter := get(); !closeAfter {
+		t.Fatal("a response during the drain lacks Connection: close")
+	}
+	if reused, closeAfter := get(); reused || !closeAfter {
+		t.Fatalf("after a Connection: close answer: reused %v, Connection: close %v; want a new connection told to close", reused, closeAfter)
+	}
+	if err := s.wait(t); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -581,4 +655,39 @@ func waitRefused(t *testing.T, addr string) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatalf("%s still accepts connections", addr)
+}
+
+// TestErrorLogWarnsRateLimited: net/http's own errors (here, failed TLS
+// handshakes) reach the logger at warn level, and a storm of them is
+// limited to a burst.
+func TestErrorLogWarnsRateLimited(t *testing.T) {
+	ca := newTestCA(t)
+	certPEM, keyPEM := ca.issue(t, 29)
+	files := newCertFiles(t, certPEM, keyPEM)
+	core, logs := observer.New(zap.WarnLevel)
+	s := serve(t, server.Options{TLSCertFile: files.cert, TLSKeyFile: files.key, Logger: zap.New(core)})
+	const storm = 200
+	for range storm {
+		conn, err := net.DialTimeout("tcp", s.addr, bound)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Plain HTTP to the TLS port: a handshake error for net/http.
+		_, _ = io.WriteString(conn, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		_ = conn.SetDeadline(time.Now().Add(bound))
+		_, _ = io.Copy(io.Discard, conn)
+		conn.Close()
+	}
+	deadline := time.Now().Add(bound)
+	for logs.FilterMessageSnippet("TLS handshake error").Len() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	n := logs.FilterMessageSnippet("TLS handshake error").Len()
+	if n == 0 {
+		t.Fatal("no TLS handshake error logged at warn level")
+	}
+	if n >= storm/2 {
+		t.Fatalf("%d of %d handshake errors logged: not rate-limited", n, storm)
+	}
+	t.Logf("%d of %d handshake errors logged", n, storm)
 }
