@@ -51,8 +51,8 @@ type Config struct {
 	EventSource            string        `envconfig:"EVENT_SOURCE" default:"mutator"`
 	ShutdownDelay          time.Duration `envconfig:"SHUTDOWN_DELAY" default:"0s"`
 	// RequestBodyBudget bounds the bytes of request bodies held at once
-	// (a Kubernetes quantity such as 24Mi).
-	RequestBodyBudget Quantity `envconfig:"REQUEST_BODY_BUDGET" default:"24Mi"`
+	// (a Kubernetes quantity such as 12Mi).
+	RequestBodyBudget Quantity `envconfig:"REQUEST_BODY_BUDGET" default:"12Mi"`
 	// EnableHTTP2 offers HTTP/2 (and h2c) as well as HTTP/1.1. The API
 	// server calls webhooks over HTTP/1.1 keep-alive, so it is off.
 	EnableHTTP2 bool `envconfig:"ENABLE_HTTP2" default:"false"`

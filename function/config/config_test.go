@@ -57,7 +57,7 @@ func TestLoadDefaults(t *testing.T) {
 		Port:                   8080,
 		MetricsPort:            9090,
 		EventSource:            "mutator",
-		RequestBodyBudget:      24 << 20,
+		RequestBodyBudget:      12 << 20,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)

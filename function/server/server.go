@@ -83,7 +83,9 @@ func Serve(ctx context.Context, ln net.Listener, opts Options) error {
 		opts.ShutdownTimeout = 30 * time.Second
 	}
 	d := &drainer{next: opts.Handler}
+	conns := newConnTracker()
 	srv := &http.Server{
+		ConnState:         conns.track,
 		Handler:           d,
 		ReadHeaderTimeout: orDefault(opts.ReadHeaderTimeout, readHeaderTimeout),
 		ReadTimeout:       orDefault(opts.ReadTimeout, readTimeout),
@@ -159,20 +161,25 @@ func Serve(ctx context.Context, ln net.Listener, opts Options) error {
 	if opts.ShutdownDelay > 0 {
 		time.Sleep(opts.ShutdownDelay)
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), opts.ShutdownTimeout)
-	defer cancel()
-	// Shutdown closes the listener and the connections that are idle now,
-	// which every client that used one during the delay was told to close
-	// already, and waits for the requests in flight.
-	if err := srv.Shutdown(sctx); err != nil {
+	// Not http.Server.Shutdown: it drops, unanswered, a request it reads
+	// from a connection after it has begun, and it keeps a connection that
+	// never sent a request open for five seconds, long enough for a client
+	// to use it. Instead: stop accepting, keep serving the connections that
+	// are open (each is told to close with its next answer), and close
+	// those that stay unused.
+	if err := ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+		opts.Logger.Warn("closing listener", zap.Error(err))
+	}
+	if err := <-errc; err != nil && !errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("serving on %s: %w", ln.Addr(), err)
+	}
+	if !conns.drain(opts.ShutdownTimeout) {
 		// Past the deadline: cut the connections still open rather than
 		// leave their goroutines behind.
 		_ = srv.Close()
-		return fmt.Errorf("draining: %w", err)
+		return fmt.Errorf("draining: connections still busy after %s", opts.ShutdownTimeout)
 	}
-	if err := <-errc; err != nil {
-		return fmt.Errorf("serving on %s: %w", ln.Addr(), err)
-	}
+	_ = srv.Close()
 	opts.Logger.Info("stopped")
 	return nil
 }

@@ -7,10 +7,11 @@ import (
 // DefaultBodyBudget is how many bytes of request bodies the handler holds
 // at once unless told otherwise. Each body in flight costs the process about
 // five times its size (our buffer, knative's decoder buffer and its copy of
-// the body, the decoded object's raw bytes); with a 24 MiB budget, 200
-// concurrent 3 MiB bodies kept the process under 100 MiB resident (see the
-// README's performance section), inside the manifests' 128 MiB limit.
-const DefaultBodyBudget = 24 << 20
+// the body, the decoded object's raw bytes). Measured with 200 concurrent
+// 3 MiB bodies (test/soak TestLargeBodyFlood): a 24 MiB budget peaked at
+// 119 MiB resident, too close to the manifests' 128 MiB limit; 12 MiB (three
+// 3 MiB reviews at once, the rest for ordinary ones) peaked at 101 MiB.
+const DefaultBodyBudget = 12 << 20
 
 // smallBody is the size up to which a body counts as an ordinary review:
 // real Pod reviews are a few KB, and the API server's largest objects rarely

@@ -30,13 +30,14 @@ const bound = 20 * time.Second
 // mutator is one mutator process, a direct child of the test so that
 // signals reach it; the kernel kills it if the test binary dies.
 type mutator struct {
-	name    string
-	port    int
-	url     string // the mutate endpoint
-	logPath string
-	cmd     *exec.Cmd
-	done    chan struct{} // closed when the process has exited and been reaped
-	waitErr error         // valid once done is closed
+	name        string
+	port        int
+	metricsPort int
+	url         string // the mutate endpoint
+	logPath     string
+	cmd         *exec.Cmd
+	done        chan struct{} // closed when the process has exited and been reaped
+	waitErr     error         // valid once done is closed
 }
 
 // mutatorEnv is the configuration every test uses: every rule that applies
@@ -80,7 +81,7 @@ func tryStart(t *testing.T, name string, port int, extraEnv []string) (*mutator,
 		return nil, err
 	}
 	m := &mutator{
-		name: name, port: port,
+		name: name, port: port, metricsPort: metricsPort,
 		url:     fmt.Sprintf("https://127.0.0.1:%d/mutate", port),
 		logPath: filepath.Join(t.TempDir(), name+".log"),
 		done:    make(chan struct{}),

@@ -137,12 +137,16 @@ func TestDrainOnSIGTERM(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			const delay = time.Second
-			m := startMutator(t, "mutator", 0, "LOG_LEVEL=debug", "SHUTDOWN_DELAY="+delay.String())
+			env := []string{"LOG_LEVEL=debug", "SHUTDOWN_DELAY=" + delay.String()}
+			if !http1 {
+				env = append(env, "ENABLE_HTTP2=true")
+			}
+			m := startMutator(t, "mutator", 0, env...)
 			tlsCfg := clientTLS(t)
 			tr := newTracker()
 			load := runBackground(loadgen.Config{
 				Targets: []string{m.url}, Body: podReview, Workers: 8, Duration: 2 * bound,
-				TLS: tlsCfg, HTTP1: http1, ExpectPatch: true, OnResult: tr.add,
+				TLS: tlsCfg, HTTP1: http1, HTTP2: !http1, ExpectPatch: true, OnResult: tr.add,
 			})
 			tr.waitOK(t, m.url, 200)
 
