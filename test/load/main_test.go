@@ -67,13 +67,16 @@ func TestLoadAgainstRealHandler(t *testing.T) {
 		wantProto string
 		wantKind  string // an error kind that must be reported
 	}{
-		{"closed loop over HTTP/2", []string{"-url", url, "-cacert", ca, "-workers", "4", "-duration", "1s", "-expect-patch"}, 0, "HTTP/2.0", ""},
-		{"closed loop over HTTP/1.1", []string{"-url", url, "-cacert", ca, "-workers", "4", "-duration", "500ms", "-http1", "-expect-patch"}, 0, "HTTP/1.1", ""},
-		{"fixed rate", []string{"-url", url, "-cacert", ca, "-rate", "300", "-duration", "1s", "-expect-patch"}, 0, "HTTP/2.0", ""},
-		{"insecure, request budget", []string{"-url", url, "-insecure", "-requests", "50", "-wait-ready", "5s"}, 0, "HTTP/2.0", ""},
-		{"no patch where one is expected", []string{"-url", urlNoPatch, "-cacert", caNoPatch, "-requests", "20", "-expect-patch"}, 1, "HTTP/2.0", loadgen.KindPatch},
+		// The server offers HTTP/2: HTTP/1.1 must still be the default.
+		{"closed loop, HTTP/1.1 by default", []string{"-url", url, "-cacert", ca, "-workers", "4", "-duration", "500ms", "-expect-patch"}, 0, "HTTP/1.1", ""},
+		{"closed loop over HTTP/2", []string{"-url", url, "-cacert", ca, "-workers", "4", "-duration", "500ms", "-http2", "-expect-patch"}, 0, "HTTP/2.0", ""},
+		{"deprecated -http1", []string{"-url", url, "-cacert", ca, "-requests", "20", "-http1", "-expect-patch"}, 0, "HTTP/1.1", ""},
+		{"fixed rate", []string{"-url", url, "-cacert", ca, "-rate", "300", "-duration", "1s", "-expect-patch"}, 0, "HTTP/1.1", ""},
+		{"fixed rate over HTTP/2", []string{"-url", url, "-cacert", ca, "-rate", "300", "-duration", "500ms", "-http2", "-expect-patch"}, 0, "HTTP/2.0", ""},
+		{"insecure, request budget", []string{"-url", url, "-insecure", "-requests", "50", "-wait-ready", "5s"}, 0, "HTTP/1.1", ""},
+		{"no patch where one is expected", []string{"-url", urlNoPatch, "-cacert", caNoPatch, "-requests", "20", "-expect-patch"}, 1, "HTTP/1.1", loadgen.KindPatch},
 		{"untrusted certificate", []string{"-url", url, "-cacert", otherCA.CA, "-requests", "5"}, 1, "", loadgen.KindConnect},
-		{"wrong path", []string{"-url", strings.TrimSuffix(url, admission.Path) + "/nothing", "-cacert", ca, "-requests", "5"}, 1, "HTTP/2.0", "http_404"},
+		{"wrong path", []string{"-url", strings.TrimSuffix(url, admission.Path) + "/nothing", "-cacert", ca, "-requests", "5"}, 1, "HTTP/1.1", "http_404"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -96,8 +99,8 @@ func TestLoadAgainstRealHandler(t *testing.T) {
 			if tt.wantKind != "" && sum.ErrorsByKind[tt.wantKind] == 0 {
 				t.Fatalf("no %s errors: %s", tt.wantKind, stdout.String())
 			}
-			if tt.wantProto != "" && sum.Protocols[tt.wantProto] != sum.Requests {
-				t.Errorf("protocols %v, want all %s", sum.Protocols, tt.wantProto)
+			if tt.wantProto != "" && (sum.Protocols[tt.wantProto] != sum.Requests || sum.Protocol != tt.wantProto) {
+				t.Errorf("protocol %q, protocols %v, want all %s", sum.Protocol, sum.Protocols, tt.wantProto)
 			}
 			t.Logf("%d requests, %.0f req/s, p50 %s p99 %s", sum.Requests, sum.Throughput,
 				sum.Latency.P50, sum.Latency.P99)
@@ -112,7 +115,7 @@ func TestTextSummary(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s %s", code, stdout.String(), stderr.String())
 	}
-	for _, want := range []string{"requests    20", "ok 20, errors 0", "p50", "p90", "p99", "max", "req/s"} {
+	for _, want := range []string{"requests    20", "ok 20, errors 0", "p50", "p90", "p99", "max", "req/s", "\nprotocol    HTTP/1.1\n"} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("summary lacks %q:\n%s", want, stdout.String())
 		}
@@ -134,7 +137,10 @@ func TestUtilityModes(t *testing.T) {
 	if code := run(context.Background(), []string{"-free-port"}, &stdout, &stderr); code != 0 || strings.TrimSpace(stdout.String()) == "" {
 		t.Fatalf("-free-port: exit %d, output %q", code, stdout.String())
 	}
-	for _, args := range [][]string{{"-no-such-flag"}, {"extra"}, {"-body", filepath.Join(dir, "missing.json"), "-requests", "1"}} {
+	for _, args := range [][]string{
+		{"-no-such-flag"}, {"extra"}, {"-body", filepath.Join(dir, "missing.json"), "-requests", "1"},
+		{"-http1", "-http2"}, {"-serve-floor", "-listen", "127.0.0.1:0"}, // no certificate
+	} {
 		if code := run(context.Background(), args, &stdout, &stderr); code != 2 {
 			t.Errorf("%q: exit %d, want 2", args, code)
 		}

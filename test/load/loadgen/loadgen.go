@@ -8,6 +8,9 @@
 // latency, with at most MaxInFlight outstanding: a send that finds all of
 // them busy is missed, one that leaves late is counted as late. Every run is
 // bounded by Duration, Requests or its context, and every request by Timeout.
+//
+// ServeFloor is the other end: the floor server, the least a Go HTTPS
+// webhook does per review, to compare the mutator's CPU per review with.
 package loadgen
 
 import (
@@ -64,9 +67,13 @@ type Config struct {
 	ExpectPatch bool
 	// TLS is the client TLS configuration for https targets.
 	TLS *tls.Config
-	// HTTP1 forces HTTP/1.1; otherwise HTTP/2 is used when the server
-	// offers it over TLS.
-	HTTP1 bool
+	// HTTP1 forces HTTP/1.1 keep-alive, what kube-apiserver speaks to
+	// webhooks. HTTP2 offers only HTTP/2 (h2 over TLS, h2c prior
+	// knowledge over http), so a server without it fails every request
+	// rather than answering over HTTP/1.1; see also CheckHTTP2. With
+	// neither, HTTP/2 is used when the server offers it over TLS (the soak
+	// tests rely on that zero value); both is a configuration error.
+	HTTP1, HTTP2 bool
 	// RetryConnect retries a request that never reached a server (a
 	// KindConnect failure) on the next target, each target at most once.
 	RetryConnect bool
@@ -115,10 +122,14 @@ type Summary struct {
 	ErrorsByKind map[string]uint64   `json:"errorsByKind,omitempty"`
 	ErrorSamples map[string][]string `json:"errorSamples,omitempty"`
 	Retried      uint64              `json:"retried,omitempty"` // requests that needed another target
-	Protocols    map[string]uint64   `json:"protocols,omitempty"`
-	Elapsed      Millis              `json:"elapsedMs"`
-	Throughput   float64             `json:"throughput"` // requests per second
-	Latency      LatencySummary      `json:"latencyMs"`
+	// Protocol is the protocol of the answers (resp.Proto, e.g. "HTTP/1.1"
+	// or "HTTP/2.0"), "mixed" when they differ (see Protocols), "" when
+	// there were none.
+	Protocol   string            `json:"protocol"`
+	Protocols  map[string]uint64 `json:"protocols,omitempty"`
+	Elapsed    Millis            `json:"elapsedMs"`
+	Throughput float64           `json:"throughput"` // requests per second
+	Latency    LatencySummary    `json:"latencyMs"`
 	// Open loop only.
 	Scheduled    uint64 `json:"scheduled,omitempty"`
 	Missed       uint64 `json:"missed,omitempty"`
@@ -193,6 +204,9 @@ func newRunner(cfg Config) (*runner, error) {
 	if cfg.Rate < 0 || cfg.Duration < 0 || cfg.Requests < 0 {
 		return nil, errors.New("negative rate, duration or number of requests")
 	}
+	if cfg.HTTP1 && cfg.HTTP2 {
+		return nil, errors.New("HTTP1 and HTTP2 are exclusive")
+	}
 	if cfg.Workers <= 0 {
 		cfg.Workers = DefaultWorkers
 	}
@@ -217,12 +231,13 @@ func newRunner(cfg Config) (*runner, error) {
 	if cfg.Rate > 0 {
 		conns = cfg.MaxInFlight
 	}
-	return &runner{cfg: cfg, review: review, uids: ids, client: NewClient(cfg.TLS, cfg.HTTP1, conns)}, nil
+	return &runner{cfg: cfg, review: review, uids: ids, client: newClient(cfg.TLS, cfg.HTTP1, cfg.HTTP2, conns)}, nil
 }
 
-// NewClient returns an HTTP client with keep-alive connections, up to conns
-// of them idle per host, speaking HTTP/2 over TLS unless http1 is set.
-func NewClient(tlsConfig *tls.Config, http1 bool, conns int) *http.Client {
+// newClient returns an HTTP client with keep-alive connections, up to conns
+// of them idle per host, speaking the protocols Config.HTTP1 and
+// Config.HTTP2 describe.
+func newClient(tlsConfig *tls.Config, http1, http2 bool, conns int) *http.Client {
 	if tlsConfig == nil {
 		tlsConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
@@ -236,8 +251,17 @@ func NewClient(tlsConfig *tls.Config, http1 bool, conns int) *http.Client {
 		DisableCompression:  true,
 		Protocols:           new(http.Protocols),
 	}
-	tr.Protocols.SetHTTP1(true)
-	if !http1 {
+	switch {
+	case http2:
+		// Offering only h2 makes a server without HTTP/2 fail the TLS
+		// handshake (no_application_protocol) instead of silently
+		// answering over HTTP/1.1.
+		tr.Protocols.SetHTTP2(true)
+		tr.Protocols.SetUnencryptedHTTP2(true)
+	case http1:
+		tr.Protocols.SetHTTP1(true)
+	default:
+		tr.Protocols.SetHTTP1(true)
 		tr.Protocols.SetHTTP2(true)
 	}
 	return &http.Client{Transport: tr}
@@ -301,6 +325,13 @@ func (r *runner) summarize(mode string, all []*stats, elapsed time.Duration) *Su
 		}
 		for p, n := range st.protos {
 			s.Protocols[p] += n
+		}
+	}
+	for p := range s.Protocols {
+		if s.Protocol == "" {
+			s.Protocol = p
+		} else {
+			s.Protocol = "mixed"
 		}
 	}
 	if elapsed > 0 {

@@ -168,8 +168,10 @@ func TestRunModes(t *testing.T) {
 		wantReqs  uint64 // exact count when > 0
 		wantProto string
 	}{
-		{"closed loop, request budget, HTTP/2", Config{Workers: 4, Requests: 100}, 100, "HTTP/2.0"},
+		{"closed loop, request budget, protocol chosen by the server", Config{Workers: 4, Requests: 100}, 100, "HTTP/2.0"},
 		{"closed loop, request budget, HTTP/1.1", Config{Workers: 4, Requests: 100, HTTP1: true}, 100, "HTTP/1.1"},
+		{"closed loop, request budget, HTTP/2 required", Config{Workers: 4, Requests: 100, HTTP2: true}, 100, "HTTP/2.0"},
+		{"open loop, HTTP/1.1", Config{Rate: 500, Requests: 50, HTTP1: true}, 0, "HTTP/1.1"},
 		{"closed loop, duration", Config{Workers: 2, Duration: 200 * time.Millisecond}, 0, "HTTP/2.0"},
 		{"open loop, request budget", Config{Rate: 500, Requests: 50}, 0, "HTTP/2.0"},
 		{"open loop, duration", Config{Rate: 200, Duration: 250 * time.Millisecond, MaxInFlight: 4}, 0, "HTTP/2.0"},
@@ -188,8 +190,8 @@ func TestRunModes(t *testing.T) {
 			if tt.wantReqs > 0 && sum.Requests != tt.wantReqs {
 				t.Errorf("%d requests, want %d", sum.Requests, tt.wantReqs)
 			}
-			if sum.Protocols[tt.wantProto] != sum.Requests {
-				t.Errorf("protocols %v, want all %s", sum.Protocols, tt.wantProto)
+			if sum.Protocols[tt.wantProto] != sum.Requests || sum.Protocol != tt.wantProto {
+				t.Errorf("protocol %q, protocols %v, want all %s", sum.Protocol, sum.Protocols, tt.wantProto)
 			}
 			if cfg.Rate > 0 {
 				if sum.Mode != "open" || sum.Requests+sum.Missed != sum.Scheduled {
@@ -203,7 +205,7 @@ func TestRunModes(t *testing.T) {
 			if err := sum.WriteText(&text); err != nil {
 				t.Fatal(err)
 			}
-			for _, want := range []string{"requests", "p50", "p99", "max", fmt.Sprintf("ok %d", sum.OK)} {
+			for _, want := range []string{"requests", "p50", "p99", "max", fmt.Sprintf("ok %d", sum.OK), "\nprotocol    " + tt.wantProto + "\n"} {
 				if !strings.Contains(text.String(), want) {
 					t.Errorf("summary lacks %q:\n%s", want, text.String())
 				}
@@ -219,7 +221,34 @@ func TestRunModes(t *testing.T) {
 			if _, ok := back["latencyMs"].(map[string]any)["p99"].(float64); !ok {
 				t.Errorf("summary JSON lacks latencyMs.p99: %s", js)
 			}
+			if back["protocol"] != tt.wantProto {
+				t.Errorf("summary JSON protocol %v, want %s", back["protocol"], tt.wantProto)
+			}
 		})
+	}
+}
+
+// A summary over two protocols says so rather than naming either.
+func TestSummaryMixedProtocols(t *testing.T) {
+	r := &runner{cfg: Config{Targets: []string{"x"}}}
+	st := newStats()
+	st.add(Result{Proto: "HTTP/1.1"})
+	st.add(Result{Proto: "HTTP/2.0"})
+	st.add(Result{Kind: KindConnect}) // no answer, no protocol
+	sum := r.summarize("closed", []*stats{st}, time.Second)
+	if sum.Protocol != "mixed" {
+		t.Errorf("protocol %q, want mixed", sum.Protocol)
+	}
+	var text bytes.Buffer
+	if err := sum.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	if want := "protocol    mixed: HTTP/1.1=1 HTTP/2.0=1\n"; !strings.Contains(text.String(), want) {
+		t.Errorf("summary lacks %q:\n%s", want, text.String())
+	}
+	none := r.summarize("closed", []*stats{newStats()}, time.Second)
+	if none.Protocol != "" {
+		t.Errorf("protocol %q without answers, want none", none.Protocol)
 	}
 }
 
@@ -247,10 +276,11 @@ func TestRunCancel(t *testing.T) {
 func TestRunConfigErrors(t *testing.T) {
 	body := testdata(t, "pod-review.json")
 	for name, cfg := range map[string]Config{
-		"no target":    {Body: body, Requests: 1},
-		"unbounded":    {Targets: []string{"http://127.0.0.1:1/"}, Body: body},
-		"negative":     {Targets: []string{"http://127.0.0.1:1/"}, Body: body, Requests: 1, Rate: -1},
-		"bad template": {Targets: []string{"http://127.0.0.1:1/"}, Body: []byte("{}"), Requests: 1},
+		"no target":            {Body: body, Requests: 1},
+		"unbounded":            {Targets: []string{"http://127.0.0.1:1/"}, Body: body},
+		"negative":             {Targets: []string{"http://127.0.0.1:1/"}, Body: body, Requests: 1, Rate: -1},
+		"bad template":         {Targets: []string{"http://127.0.0.1:1/"}, Body: []byte("{}"), Requests: 1},
+		"both HTTP1 and HTTP2": {Targets: []string{"http://127.0.0.1:1/"}, Body: body, Requests: 1, HTTP1: true, HTTP2: true},
 	} {
 		if _, err := Run(context.Background(), cfg); err == nil {
 			t.Errorf("%s: Run succeeded", name)

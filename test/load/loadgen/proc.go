@@ -142,3 +142,36 @@ func WaitReady(ctx context.Context, tlsConfig *tls.Config, target string, exited
 		}
 	}
 }
+
+// CheckHTTP2 makes one readiness request to the server of target over a
+// fresh connection that offers only HTTP/2, and returns an error unless
+// the server negotiated it. The status is not checked: only the protocol.
+func CheckHTTP2(ctx context.Context, tlsConfig *tls.Config, target string) error {
+	u, err := ReadinessURL(target)
+	if err != nil {
+		return err
+	}
+	client := newClient(tlsConfig, false, true, 1)
+	defer client.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return fmt.Errorf("checking HTTP/2: %w", err)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		// crypto/tls's alert type is unexported: its text is all there is
+		// to tell "no h2 offered" from other failures.
+		if strings.Contains(err.Error(), "no application protocol") {
+			return fmt.Errorf("%s did not negotiate HTTP/2: the server does not offer h2 (the mutator offers it only with ENABLE_HTTP2=true): %w", u, err)
+		}
+		return fmt.Errorf("checking HTTP/2 with %s: %w", u, err)
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
+	if resp.ProtoMajor != 2 {
+		return fmt.Errorf("%s answered over %s, not HTTP/2", u, resp.Proto)
+	}
+	return nil
+}

@@ -24,8 +24,11 @@ func (s *Summary) WriteText(w io.Writer) error {
 	}
 	b.WriteString("\n")
 	fmt.Fprintf(&b, "throughput  %.1f req/s\n", s.Throughput)
-	if len(s.Protocols) > 0 {
-		fmt.Fprintf(&b, "protocols   %s\n", countsText(s.Protocols))
+	switch {
+	case len(s.Protocols) > 1:
+		fmt.Fprintf(&b, "protocol    mixed: %s\n", countsText(s.Protocols))
+	case s.Protocol != "":
+		fmt.Fprintf(&b, "protocol    %s\n", s.Protocol)
 	}
 	l := s.Latency
 	fmt.Fprintf(&b, "latency     min %s  mean %s  p50 %s  p90 %s  p99 %s  p99.9 %s  max %s\n",
