@@ -26,6 +26,6 @@ COPY --from=build /out/mutator /mutator
 # nonroot (65532); numeric so that runAsNonRoot can verify it without
 # resolving a name.
 USER 65532:65532
-# 8443 serves reviews and probes over HTTPS (PORT), 9090 metrics.
-EXPOSE 8443 9090
+# 8443 serves reviews and probes over HTTPS (PORT), 9095 metrics (METRICS_PORT).
+EXPOSE 8443 9095
 ENTRYPOINT ["/mutator", "serve"]

@@ -12,9 +12,9 @@ export KUBE_ASSETS
 RUN_ENV := REGISTRY=registry.example.com/mirror IMAGE_PULL_SECRET=regcred \
 	FORCE_IMAGE_PULL_POLICY=true IMAGE_PULL_POLICY_TO_FORCE=IfNotPresent \
 	DEFAULT_STORAGE_CLASS=standard EXCLUDE_NAMESPACES=kube-system \
-	IGNORED_REGISTRIES=registry.k8s.io PORT=8080 METRICS_PORT=9090 LOG_LEVEL=debug
+	IGNORED_REGISTRIES=registry.k8s.io PORT=8080 METRICS_PORT=9095 LOG_LEVEL=debug
 
-.PHONY: help build run test test-unit test-e2e test-knative test-bin lint bench load soak fuzz image deploy deploy-knative undeploy undeploy-knative clean
+.PHONY: help build run test test-unit test-e2e test-knative test-bin lint bench load soak fuzz image image-docker deploy deploy-knative undeploy undeploy-knative clean
 
 help: ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -23,7 +23,7 @@ build: ## build bin/mutator
 	$(GO) build -o $(BIN) ./cmd/mutator
 
 run: build ## run the webhook on localhost:8080 with an example configuration
-	@echo "mutator on http://localhost:8080 (metrics on :9090). In another terminal:"
+	@echo "mutator on http://localhost:8080 (metrics on :9095). In another terminal:"
 	@echo "  curl -s -H 'Content-Type: application/json' --data @test/testdata/pod-review.json http://localhost:8080/mutate"
 	@echo "and to read the JSON patch it returns (needs jq):"
 	@echo "  curl -s -H 'Content-Type: application/json' --data @test/testdata/pod-review.json http://localhost:8080/mutate | jq -r .response.patch | base64 -d"
@@ -44,8 +44,8 @@ test-unit: ## unit tests and short fuzz runs
 test-e2e: test-bin ## end-to-end tests against a real kube-apiserver and etcd
 	$(GO) test -count=1 -timeout 15m ./test/e2e/...
 
-test-knative: ## Knative Service and func.yaml validation, func-go scaffold build
-	cd test/knative && $(GO) test -count=1 -timeout 15m ./...
+test-knative: ## Knative packaging: Service and func.yaml validation, the function behind the real queue-proxy, the ko image, func deploy parity
+	cd test/knative && $(GO) test -count=1 -timeout 25m ./...
 
 test-bin: ## build kube-apiserver, kubectl and etcd into KUBE_ASSETS if missing
 	@if [ -x "$(KUBE_ASSETS)/kube-apiserver" ] && [ -x "$(KUBE_ASSETS)/etcd" ] && [ -x "$(KUBE_ASSETS)/kubectl" ]; then \
@@ -64,8 +64,12 @@ fuzz: ## run each fuzz target for FUZZTIME (default 60s)
 bench: ## Go benchmarks (-count 3)
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./function/...
 
+IMAGE_REPO ?= $(KO_DOCKER_REPO)
+image: ## build and push the function image with ko, no Docker (IMAGE_REPO=registry/path; ko.local loads it into Docker)
+	cd test/knative && $(GO) run ./cmd/image -repo "$(IMAGE_REPO)" $(if $(PLATFORMS),-platform $(PLATFORMS))
+
 IMAGE ?= ghcr.io/mutator-dev/mutator:latest
-image: ## build the container image (needs a Docker engine)
+image-docker: ## build the standalone image from the Dockerfile (needs a Docker engine)
 	docker build -t $(IMAGE) .
 
 deploy: ## apply the standalone manifests to the current kubectl context
@@ -85,7 +89,7 @@ undeploy-knative: ## remove the webhook configuration first, then the Knative ma
 clean: ## remove build outputs (keeps the control-plane cache)
 	rm -rf bin
 
-load: ## load test: bin/mutator on loopback with TLS; 8 workers closed loop, then 1000 req/s, 10 s each
+load: ## load test over HTTP/1.1 keep-alive: bin/mutator and a floor server on loopback with TLS; 8 workers closed loop, then 1000 req/s, 10 s each; CPU per review vs the floor
 	GO=$(GO) bash test/load/run.sh
 
 SOAK_DURATION ?= 60s

@@ -44,7 +44,7 @@ type Config struct {
 	Mode                   Mode          `envconfig:"MODE" default:"enforce"`
 	Warnings               bool          `envconfig:"WARNINGS" default:"false"`
 	Port                   int           `envconfig:"PORT" default:"8080"`
-	MetricsPort            int           `envconfig:"METRICS_PORT" default:"9090"`
+	MetricsPort            int           `envconfig:"METRICS_PORT" default:"9095"`
 	TLSCertFile            string        `envconfig:"TLS_CERT_FILE"`
 	TLSKeyFile             string        `envconfig:"TLS_KEY_FILE"`
 	Sink                   string        `envconfig:"K_SINK"`

@@ -55,7 +55,7 @@ func TestLoadDefaults(t *testing.T) {
 		LogLevel:               "info",
 		Mode:                   config.Enforce,
 		Port:                   8080,
-		MetricsPort:            9090,
+		MetricsPort:            9095,
 		EventSource:            "mutator",
 		RequestBodyBudget:      12 << 20,
 	}

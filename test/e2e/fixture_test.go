@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"net"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +21,10 @@ import (
 
 	"github.com/mutator-dev/mutator/test/e2e/cluster"
 )
+
+// webhookHost is where the API server calls every fixture's mutator; the
+// serving certificate names it.
+const webhookHost = "0.0.0.0"
 
 const (
 	// scopeLabel ties a namespace to one webhook configuration: each
@@ -160,7 +166,12 @@ func setUp(ctx context.Context, name string, cfg env, policy admissionregistrati
 
 // register creates (or replaces) the fixture's MutatingWebhookConfiguration.
 func (f *fixture) register(ctx context.Context) error {
-	url := fmt.Sprintf("https://127.0.0.1:%d/mutate", f.mutator.port)
+	// 0.0.0.0 reaches this machine without a name lookup, but the API
+	// server does not take it for a loopback host (isLocalHost in
+	// k8s.io/apiserver pkg/util/webhook/client.go compares the name with
+	// "localhost" and IPs with the loopback range), so it calls the webhook
+	// over HTTP/1.1 keep-alive, as it calls one behind a Service.
+	url := fmt.Sprintf("https://%s/mutate", net.JoinHostPort(webhookHost, strconv.Itoa(f.mutator.port)))
 	sideEffects := admissionregistrationv1.SideEffectClassNoneOnDryRun
 	reinvocation := admissionregistrationv1.IfNeededReinvocationPolicy
 	scope := admissionregistrationv1.NamespacedScope

@@ -98,13 +98,13 @@ func buildMutator(dir string) (string, error) {
 }
 
 // writeServingCert creates the webhook CA and one serving certificate for
-// 127.0.0.1, which is where the API server calls every mutator.
+// 127.0.0.1 and webhookHost, where the API server calls every mutator.
 func writeServingCert(dir string) error {
 	var err error
 	if webhookCA, err = cluster.NewCA(); err != nil {
 		return err
 	}
-	certPEM, keyPEM, err := webhookCA.Issue([]string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)})
+	certPEM, keyPEM, err := webhookCA.Issue([]string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1), net.ParseIP(webhookHost)})
 	if err != nil {
 		return fmt.Errorf("issuing webhook serving certificate: %w", err)
 	}

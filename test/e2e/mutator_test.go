@@ -47,10 +47,11 @@ func (e env) with(more env) env {
 
 // mutator is one `mutator serve` process in HTTPS mode on 127.0.0.1.
 type mutator struct {
-	name    string
-	port    int
-	cfg     env
-	logPath string
+	name        string
+	port        int
+	metricsPort int
+	cfg         env
+	logPath     string
 
 	cmd     *exec.Cmd
 	done    chan struct{} // closed once the process has exited and been reaped
@@ -74,7 +75,11 @@ func startMutator(ctx context.Context, name string, port int, cfg env) (*mutator
 			return nil, err
 		}
 	}
-	m := &mutator{name: name, port: port, cfg: cfg, logPath: filepath.Join(workDir, "mutator-"+name+".log")}
+	metricsPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	m := &mutator{name: name, port: port, metricsPort: metricsPort, cfg: cfg, logPath: filepath.Join(workDir, "mutator-"+name+".log")}
 	logFile, err := os.OpenFile(m.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("creating mutator log: %w", err)
@@ -86,8 +91,12 @@ func startMutator(ctx context.Context, name string, port int, cfg env) (*mutator
 	// shell cannot change what is tested.
 	environ := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "TMPDIR=" + os.TempDir()}
 	base := env{
-		"PORT":          strconv.Itoa(port),
-		"METRICS_PORT":  "0",
+		"PORT":         strconv.Itoa(port),
+		"METRICS_PORT": strconv.Itoa(metricsPort),
+		// Offered so that the protocol the API server picks is its own
+		// choice: HTTP/1.1 for a webhook it does not reach on a loopback
+		// host (TestAPIServerUsesHTTP1), as in a cluster.
+		"ENABLE_HTTP2":  "true",
 		"TLS_CERT_FILE": servingCert,
 		"TLS_KEY_FILE":  servingKey,
 		"LOG_LEVEL":     "debug",

@@ -183,7 +183,9 @@ func TestNamespaceOptOutPolicy(t *testing.T) {
 		if err != nil {
 			t.Fatalf("a plain namespace must be allowed: %v", err)
 		}
-		t.Cleanup(func() { _ = kube.Client().CoreV1().Namespaces().Delete(context.Background(), ns.Name, metav1.DeleteOptions{}) })
+		t.Cleanup(func() {
+			_ = kube.Client().CoreV1().Namespaces().Delete(context.Background(), ns.Name, metav1.DeleteOptions{})
+		})
 		patch := fmt.Appendf(nil, `{"metadata":{"labels":{%q:"true"}}}`, ignoreLabel)
 		if _, err := tenant.CoreV1().Namespaces().Patch(ctx, ns.Name, types.MergePatchType, patch, metav1.PatchOptions{}); err == nil {
 			t.Fatal("the tenant labelled the namespace")
@@ -204,7 +206,9 @@ func TestNamespaceOptOutPolicy(t *testing.T) {
 		if err != nil {
 			t.Fatalf("create by a member of mutator:namespace-admins: %v", err)
 		}
-		t.Cleanup(func() { _ = kube.Client().CoreV1().Namespaces().Delete(context.Background(), ns.Name, metav1.DeleteOptions{}) })
+		t.Cleanup(func() {
+			_ = kube.Client().CoreV1().Namespaces().Delete(context.Background(), ns.Name, metav1.DeleteOptions{})
+		})
 		// Keeping the label on an ordinary update needs no administrator.
 		patch := []byte(`{"metadata":{"annotations":{"owner":"team-a"}}}`)
 		if _, err := tenant.CoreV1().Namespaces().Patch(ctx, ns.Name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {

@@ -110,8 +110,8 @@ func TestFuncYAMLLoadsWithFunc(t *testing.T) {
 	if s == nil {
 		t.Fatalf("deploy.options.scale is not set")
 	}
-	if s.Min == nil || *s.Min != 0 || s.Max == nil || *s.Max != 10 {
-		t.Errorf("deploy.options.scale min/max = %v/%v, want 0/10 (scale to zero, bounded burst)", deref(s.Min), deref(s.Max))
+	if s.Min == nil || *s.Min != 1 || s.Max == nil || *s.Max != 10 {
+		t.Errorf("deploy.options.scale min/max = %v/%v, want 1/10 (one warm Pod, bounded burst)", deref(s.Min), deref(s.Max))
 	}
 }
 
@@ -215,12 +215,10 @@ func TestFuncYAMLMatchesService(t *testing.T) {
 		t.Errorf("func.yaml deploys %s/%s, service.yaml is %s/%s", f.Namespace, f.Name, svc.Namespace, svc.Name)
 	}
 
-	// Envs: func sets LISTEN_ADDRESS itself, everything else must agree.
+	// Envs, LISTEN_ADDRESS included: the ko image bakes none in.
 	want := map[string]string{}
 	for _, e := range svc.Spec.Template.Spec.Containers[0].Env {
-		if e.Name != "LISTEN_ADDRESS" {
-			want[e.Name] = e.Value
-		}
+		want[e.Name] = e.Value
 	}
 	got := map[string]string{}
 	for _, e := range f.Run.Envs {

@@ -101,8 +101,13 @@ func TestServiceSettings(t *testing.T) {
 	}
 
 	ann := svc.Spec.Template.Annotations
-	if got := ann[autoscaling.MinScaleAnnotationKey]; got != "0" {
-		t.Errorf("%s = %q, want \"0\" (scale to zero)", autoscaling.MinScaleAnnotationKey, got)
+	// webhook.yaml fails closed: a cold start must never be in the
+	// admission path, and the activator not in the warm path.
+	if got := ann[autoscaling.MinScaleAnnotationKey]; got != "1" {
+		t.Errorf("%s = %q, want \"1\" (one warm Pod for failurePolicy: Fail)", autoscaling.MinScaleAnnotationKey, got)
+	}
+	if got := ann[autoscaling.TargetBurstCapacityKey]; got != "0" {
+		t.Errorf("%s = %q, want \"0\" (activator off the warm path)", autoscaling.TargetBurstCapacityKey, got)
 	}
 	maxScale, err := strconv.Atoi(ann[autoscaling.MaxScaleAnnotationKey])
 	if err != nil || maxScale < 1 {

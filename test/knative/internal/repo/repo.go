@@ -60,3 +60,18 @@ func ModuleDir(module string) (dir, version string, err error) {
 	}
 	return dir, version, nil
 }
+
+// CacheDir returns <repository root>/.cache/knative/<name>, creating it.
+// .cache is git-ignored; everything in it is rebuilt by the tests when it
+// is missing, so a clean clone needs nothing but the module proxy.
+func CacheDir(name string) (string, error) {
+	root, err := Root()
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(root, ".cache", "knative", name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("creating cache directory: %w", err)
+	}
+	return dir, nil
+}
