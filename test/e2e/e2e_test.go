@@ -584,10 +584,10 @@ func (s histogramStats) mean() string {
 	return fmt.Sprintf("%.2fms", s.sum/s.count*1000)
 }
 
-// series is one sample line of a histogram.
+// series is one sample line of a counter or a histogram.
 type series struct {
 	line    string
-	suffix  string // _bucket, _sum or _count
+	suffix  string // _bucket, _sum or _count; "" for a counter
 	webhook string // the name label
 	value   float64
 }
@@ -607,7 +607,7 @@ func webhookSeries(exposition, metric string) []series {
 			continue
 		}
 		suffix, _, ok := strings.Cut(rest, "{")
-		if !ok || (suffix != "_bucket" && suffix != "_sum" && suffix != "_count") {
+		if !ok || (suffix != "" && suffix != "_bucket" && suffix != "_sum" && suffix != "_count") {
 			continue
 		}
 		m := nameLabel.FindStringSubmatch(line)

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -18,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/yaml"
 
 	"github.com/mutator-dev/mutator/test/e2e/cluster"
 )
@@ -201,6 +204,8 @@ func (f *fixture) register(ctx context.Context) error {
 				{Key: ignoreLabel, Operator: metav1.LabelSelectorOpDoesNotExist},
 				{Key: scopeLabel, Operator: metav1.LabelSelectorOpIn, Values: []string{f.configName()}},
 			}},
+			// The shipped conditions, so that every test runs with them.
+			MatchConditions:         shippedMatchConditions(),
 			SideEffects:             &sideEffects,
 			TimeoutSeconds:          &timeout,
 			AdmissionReviewVersions: []string{"v1"},
@@ -215,6 +220,46 @@ func (f *fixture) register(ctx context.Context) error {
 		return fmt.Errorf("creating webhook configuration %s: %w", whc.Name, err)
 	}
 	return nil
+}
+
+// shipped holds the matchConditions of deploy/standalone's webhook.
+var shipped struct {
+	once       sync.Once
+	conditions []admissionregistrationv1.MatchCondition
+	err        error
+}
+
+// shippedMatchConditions returns the matchConditions of the shipped
+// standalone webhook configuration; it panics if the file cannot be read,
+// which TestShippedMatchConditions reports properly first.
+func shippedMatchConditions() []admissionregistrationv1.MatchCondition {
+	c, err := loadShippedMatchConditions()
+	if err != nil {
+		panic(err)
+	}
+	return c
+}
+
+func loadShippedMatchConditions() ([]admissionregistrationv1.MatchCondition, error) {
+	shipped.once.Do(func() {
+		path := filepath.Join(repoRoot(), "deploy", "standalone", "base", "webhook.yaml")
+		b, err := os.ReadFile(path)
+		if err != nil {
+			shipped.err = err
+			return
+		}
+		var whc admissionregistrationv1.MutatingWebhookConfiguration
+		if err := yaml.UnmarshalStrict(b, &whc); err != nil {
+			shipped.err = fmt.Errorf("%s: %w", path, err)
+			return
+		}
+		if len(whc.Webhooks) != 1 || len(whc.Webhooks[0].MatchConditions) == 0 {
+			shipped.err = fmt.Errorf("%s: want one webhook with matchConditions", path)
+			return
+		}
+		shipped.conditions = whc.Webhooks[0].MatchConditions
+	})
+	return shipped.conditions, shipped.err
 }
 
 // waitActive polls server-side dry-run creates in the probe namespace until

@@ -281,12 +281,68 @@ func TestStandaloneManifests(t *testing.T) {
 				t.Errorf("server dry run reported %d objects, the kustomization has %d:\n%s", n, len(objs), out)
 			}
 			standaloneCheckCommon(t, objs)
+			standaloneCheckRestricted(t, ctx, objs)
 			if strings.HasSuffix(dir, "cert-manager") {
 				standaloneCheckCertManagerVariant(t, objs)
 			} else {
 				standaloneCheckSelfManagedVariant(t, objs)
 			}
 		})
+	}
+}
+
+// TestStandaloneNetworkPolicy: the optional NetworkPolicy applies.
+func TestStandaloneNetworkPolicy(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), standaloneTimeout)
+	defer cancel()
+	standaloneEnsureNamespace(t, ctx)
+	dir := filepath.Join(standaloneRepoRoot(t), "deploy", "standalone", "network-policy")
+	out, _, err := kube.Kubectl(ctx, "apply", "--dry-run=server", "-k", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "networkpolicy.networking.k8s.io/mutator created (server dry run)") {
+		t.Errorf("dry run: %s", out)
+	}
+}
+
+// standaloneCheckRestricted checks that the namespace enforces Pod
+// Security "restricted" and that the Deployment's Pod passes it: a Pod made
+// from the template is created (dry run) in a namespace with the same labels,
+// where the API server's PodSecurity admission judges it.
+func standaloneCheckRestricted(t *testing.T, ctx context.Context, objs []*unstructured.Unstructured) {
+	t.Helper()
+	ns, _ := standaloneTyped(t, objs, "Namespace", standaloneNS, &corev1.Namespace{})
+	if ns == nil || ns.Labels["pod-security.kubernetes.io/enforce"] != "restricted" {
+		t.Fatalf("namespace %s does not enforce the restricted Pod Security profile", standaloneNS)
+	}
+	dep, ok := standaloneTyped(t, objs, "Deployment", "mutator", &appsv1.Deployment{})
+	if !ok {
+		t.Fatal("no Deployment mutator")
+	}
+	labels := map[string]string{}
+	for k, v := range ns.Labels {
+		if strings.HasPrefix(k, "pod-security.kubernetes.io/") {
+			labels[k] = v
+		}
+	}
+	psaNS, err := createNamespace(ctx, "psa-", labels)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "mutator-psa", Namespace: psaNS}, Spec: dep.Spec.Template.Spec}
+	pod.Spec.ServiceAccountName = ""
+	if _, err := kube.Client().CoreV1().Pods(psaNS).Create(ctx, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
+		t.Errorf("the Deployment's Pod fails Pod Security restricted: %v", err)
+	}
+	// The check must be able to fail: a privileged variant is refused.
+	bad := pod.DeepCopy()
+	bad.Spec.Containers[0].SecurityContext.AllowPrivilegeEscalation = nil
+	bad.Spec.Containers[0].SecurityContext.RunAsNonRoot = nil
+	bad.Spec.SecurityContext.RunAsNonRoot = nil
+	bad.Spec.SecurityContext.RunAsUser = nil
+	if _, err := kube.Client().CoreV1().Pods(psaNS).Create(ctx, bad, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); err == nil {
+		t.Error("a Pod that may run as root passed the restricted namespace: PodSecurity admission is not judging")
 	}
 }
 
