@@ -26,6 +26,9 @@ func kustomizeBuild(t *testing.T, fs filesys.FileSystem, dir string) resmap.ResM
 	return rm
 }
 
+// sharedPolicyDir holds the namespace opt-out policy both deploy variants include.
+const sharedPolicyDir = "deploy/namespace-policy"
+
 // TestKustomizeBuild checks that `kubectl apply -k deploy/knative` renders
 // exactly the manifests of the directory, and that the Service it renders
 // still passes Knative's validation.
@@ -37,7 +40,9 @@ func TestKustomizeBuild(t *testing.T) {
 	for _, r := range rm.Resources() {
 		got = append(got, r.GetApiVersion()+" "+r.GetKind()+" "+r.GetNamespace()+"/"+r.GetName())
 	}
-	for _, m := range loadManifests(t) {
+	// deploy/knative includes the namespace opt-out policy shared with
+	// the standalone variant.
+	for _, m := range append(loadManifests(t), loadManifestsIn(t, sharedPolicyDir)...) {
 		if m.Kind != "Kustomization" {
 			want = append(want, m.APIVersion+" "+m.Kind+" "+m.Namespace+"/"+m.Name)
 		}
@@ -64,22 +69,26 @@ func TestKustomizeBuild(t *testing.T) {
 // it reaches the Knative Service's container, which is not a built-in
 // Kubernetes kind.
 func TestKustomizeImageOverride(t *testing.T) {
-	src := filepath.Join(repoRoot(t), manifestDir)
 	fs := filesys.MakeFsInMemory()
-	entries, err := os.ReadDir(src)
-	if err != nil {
-		t.Fatalf("reading %s: %v", src, err)
-	}
-	for _, e := range entries {
-		if e.IsDir() {
-			continue
-		}
-		data, err := os.ReadFile(filepath.Join(src, e.Name()))
+	// The in-memory tree mirrors deploy/: /base is deploy/knative, whose
+	// kustomization includes ../namespace-policy.
+	for from, to := range map[string]string{manifestDir: "/base", sharedPolicyDir: "/namespace-policy"} {
+		src := filepath.Join(repoRoot(t), from)
+		entries, err := os.ReadDir(src)
 		if err != nil {
-			t.Fatalf("reading %s: %v", e.Name(), err)
+			t.Fatalf("reading %s: %v", src, err)
 		}
-		if err := fs.WriteFile(filepath.Join("/base", e.Name()), data); err != nil {
-			t.Fatalf("writing in-memory %s: %v", e.Name(), err)
+		for _, e := range entries {
+			if e.IsDir() {
+				continue
+			}
+			data, err := os.ReadFile(filepath.Join(src, e.Name()))
+			if err != nil {
+				t.Fatalf("reading %s: %v", e.Name(), err)
+			}
+			if err := fs.WriteFile(filepath.Join(to, e.Name()), data); err != nil {
+				t.Fatalf("writing in-memory %s: %v", e.Name(), err)
+			}
 		}
 	}
 

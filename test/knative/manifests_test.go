@@ -50,13 +50,19 @@ func repoRoot(t *testing.T) string {
 // under deploy/knative (kustomization.yaml included: it is a document too).
 func loadManifests(t *testing.T) []manifest {
 	t.Helper()
+	return loadManifestsIn(t, manifestDir)
+}
+
+// loadManifestsIn parses every YAML file of dir (relative to the repository).
+func loadManifestsIn(t *testing.T, dir string) []manifest {
+	t.Helper()
 	root := repoRoot(t)
-	files, err := filepath.Glob(filepath.Join(root, manifestDir, "*.y*ml"))
+	files, err := filepath.Glob(filepath.Join(root, dir, "*.y*ml"))
 	if err != nil {
-		t.Fatalf("listing %s: %v", manifestDir, err)
+		t.Fatalf("listing %s: %v", dir, err)
 	}
 	if len(files) == 0 {
-		t.Fatalf("no YAML files in %s", filepath.Join(root, manifestDir))
+		t.Fatalf("no YAML files in %s", filepath.Join(root, dir))
 	}
 	sort.Strings(files)
 	var all []manifest
