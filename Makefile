@@ -19,8 +19,13 @@ RUN_ENV := REGISTRY=registry.example.com/mirror IMAGE_PULL_SECRET=regcred \
 help: ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-build: ## build bin/mutator
-	$(GO) build -o $(BIN) ./cmd/mutator
+# Stamped into the binary: `mutator version` and its start log line.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS := -X github.com/mutator-dev/mutator/function/version.version=$(VERSION) -X github.com/mutator-dev/mutator/function/version.commit=$(COMMIT)
+
+build: ## build bin/mutator (version-stamped)
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/mutator
 
 run: build ## run the webhook on localhost:8080 with an example configuration
 	@echo "mutator on http://localhost:8080 (metrics on :9095). In another terminal:"

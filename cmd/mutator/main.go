@@ -25,14 +25,15 @@ import (
 	"github.com/mutator-dev/mutator/function/config"
 	"github.com/mutator-dev/mutator/function/manifests"
 	"github.com/mutator-dev/mutator/function/server"
+	"github.com/mutator-dev/mutator/function/version"
 )
 
 const usage = `usage:
-  mutator [serve]          serve admission reviews on PORT (configuration from env)
-    [--kubeconfig FILE]    with WEBHOOK_SECRET_NAME, the cluster whose Secret holds
-                           the certificate (default $KUBECONFIG, else in-cluster)
+  mutator [serve] [flags]  serve admission reviews on PORT (configuration from env)
   mutator mutate -f FILE   print manifests (YAML or JSON, "-" for stdin) mutated
                            as the webhook would mutate them on create
+  mutator version          print the version (also --version)
+  mutator help             print this text; "mutator COMMAND -h" for a command's flags
 
 Configuration is read from the environment; see the README.
 `
@@ -55,6 +56,16 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fs.SetOutput(stderr)
 		var kube environment.ClientConfig
 		kube.InitFlags(fs)
+		fs.Usage = func() {
+			fmt.Fprint(fs.Output(), "usage: mutator serve [flags]\n\n"+
+				"Serves admission reviews on PORT; configuration from env (see the README).\n"+
+				"The flags configure the Kubernetes client, used only with WEBHOOK_SECRET_NAME\n"+
+				"(self-managed certificates); they are knative.dev/pkg's client flags:\n\n")
+			fs.PrintDefaults()
+		}
+		if helpRequested(args) {
+			fs.SetOutput(stdout)
+		}
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
 				return 0
@@ -73,12 +84,29 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 0
 	case "mutate":
 		return mutate(args, stdin, stdout, stderr)
+	case "version", "--version", "-version":
+		fmt.Fprintln(stdout, version.Get())
+		return 0
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
 	}
 	fmt.Fprintf(stderr, "mutator: unknown command %q\n%s", cmd, usage)
 	return 2
+}
+
+// helpRequested reports whether args ask for help, so that the usage goes
+// to standard output (it is what was asked for) rather than standard error.
+func helpRequested(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "-h", "-help", "--help":
+			return true
+		case "--":
+			return false
+		}
+	}
+	return false
 }
 
 func serve(ctx context.Context, kube *environment.ClientConfig) error {
@@ -152,7 +180,20 @@ func mutate(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("mutate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	file := fs.String("f", "", `manifest file, or "-" for standard input`)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), "usage: mutator mutate -f FILE\n\n"+
+			"Prints the manifests in FILE (YAML or JSON; \"-\" for standard input) as the webhook\n"+
+			"would mutate them on create, with the configuration from env. Changes and refusals\n"+
+			"are listed on standard error; exit status 1 if the webhook would refuse an object.\n\n")
+		fs.PrintDefaults()
+	}
+	if helpRequested(args) {
+		fs.SetOutput(stdout)
+	}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 2
 	}
 	if *file == "" {

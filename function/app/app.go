@@ -19,6 +19,7 @@ import (
 	"github.com/mutator-dev/mutator/function/config"
 	"github.com/mutator-dev/mutator/function/logs"
 	"github.com/mutator-dev/mutator/function/metrics"
+	"github.com/mutator-dev/mutator/function/version"
 	"github.com/mutator-dev/mutator/function/webhook"
 )
 
@@ -66,7 +67,10 @@ func New(ctx context.Context, cfg config.Config) (*App, error) {
 	if a.Handler, err = webhook.New(ctx, webhook.Options{Logger: logger, MeterProvider: a.meterProvider(), BodyBudget: int64(cfg.RequestBodyBudget)}, controller); err != nil {
 		return nil, err
 	}
+	v := version.Get()
 	logger.Info("configured",
+		zap.String("version", v.Version),
+		zap.String("commit", v.Commit),
 		zap.String("registry", cfg.Registry),
 		zap.Strings("ignoredRegistries", cfg.IgnoredRegistries),
 		zap.Strings("registryMap", cfg.RegistryMap),

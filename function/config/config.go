@@ -75,6 +75,11 @@ type Config struct {
 	// app.tuneGC).
 	GoGC       string `envconfig:"GOGC"`
 	GoMemLimit string `envconfig:"GOMEMLIMIT"`
+
+	// TLSMinVersion is read by knative.dev/pkg when the server starts
+	// (with the other WEBHOOK_TLS_* variables); it is read here only to be
+	// validated with the rest.
+	TLSMinVersion string `envconfig:"WEBHOOK_TLS_MIN_VERSION"`
 }
 
 // List is a comma-separated list whose entries are trimmed of white space;
@@ -108,6 +113,9 @@ func (q *Quantity) Decode(value string) error {
 
 // Load reads the configuration from the environment and validates it.
 func Load() (Config, error) {
+	if errs := checkTypes(); len(errs) > 0 {
+		return Config{}, fmt.Errorf("invalid configuration: %w", errors.Join(errs...))
+	}
 	var c Config
 	if err := envconfig.Process("", &c); err != nil {
 		return Config{}, fmt.Errorf("reading configuration: %w", err)
@@ -196,6 +204,10 @@ func (c Config) Validate() error {
 	}
 	if c.WebhookSecretName != "" {
 		errs = append(errs, c.validateWebhookSecret()...)
+	}
+	errs = append(errs, validateGC(c.GoGC, c.GoMemLimit)...)
+	if err := validateTLSMinVersion(c.TLSMinVersion); err != nil {
+		errs = append(errs, err)
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("invalid configuration: %w", errors.Join(errs...))

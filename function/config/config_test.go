@@ -270,3 +270,62 @@ func TestValidateDirect(t *testing.T) {
 		t.Errorf("Validate with policy %q = %v, want an IMAGE_PULL_POLICY_TO_FORCE error", invalid.ImagePullPolicyToForce, err)
 	}
 }
+
+// TestLoadReportsEveryError: every bad variable is in one message, each
+// with its name, its value and what is allowed, type errors included and
+// without envconfig's internals.
+func TestLoadReportsEveryBadVariable(t *testing.T) {
+	tests := []struct {
+		name string
+		env  map[string]string
+		want []string
+	}{
+		{"type errors together", map[string]string{
+			"IMAGE_PULL_SECRET_APPEND": "yes", "PORT": "eighty", "SHUTDOWN_DELAY": "5", "REQUEST_BODY_BUDGET": "lots",
+		}, []string{
+			`IMAGE_PULL_SECRET_APPEND: "yes" is not a boolean (true or false)`,
+			`PORT: "eighty" is not a whole number`,
+			`SHUTDOWN_DELAY: "5" is not a duration`,
+			`REQUEST_BODY_BUDGET: "lots" is not valid`,
+		}},
+		{"validation errors together", map[string]string{
+			"MODE": "dry", "GOGC": "fast", "GOMEMLIMIT": "80MB", "WEBHOOK_TLS_MIN_VERSION": "1.1", "REGISTRY": "mirror",
+		}, []string{
+			`MODE: "dry" is not one of enforce, audit`,
+			`GOGC: "fast" is not a percentage`,
+			`GOMEMLIMIT: "80MB" is not a size such as 80MiB`,
+			`WEBHOOK_TLS_MIN_VERSION: "1.1" is not one of 1.2, 1.3`,
+			`REGISTRY:`,
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := load(t, tt.env)
+			if err == nil {
+				t.Fatalf("Load with %v: no error", tt.env)
+			}
+			msg := err.Error()
+			for _, w := range tt.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("error lacks %q:\n%s", w, msg)
+				}
+			}
+			for _, internal := range []string{"envconfig", "strconv", "converting"} {
+				if strings.Contains(msg, internal) {
+					t.Errorf("error shows %q:\n%s", internal, msg)
+				}
+			}
+		})
+	}
+}
+
+func TestGCAndTLSSettingsAccepted(t *testing.T) {
+	for _, env := range []map[string]string{
+		{"GOGC": "off"}, {"GOGC": "200"}, {"GOMEMLIMIT": "off"}, {"GOMEMLIMIT": "100MiB"}, {"GOMEMLIMIT": "104857600"},
+		{"WEBHOOK_TLS_MIN_VERSION": "1.2"},
+	} {
+		if _, err := load(t, env); err != nil {
+			t.Errorf("Load with %v: %v", env, err)
+		}
+	}
+}
