@@ -6,10 +6,13 @@ package admission
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"go.uber.org/zap"
 	admissionv1 "k8s.io/api/admission/v1"
@@ -17,6 +20,7 @@ import (
 	"knative.dev/pkg/webhook"
 
 	"github.com/mutator-dev/mutator/function/config"
+	"github.com/mutator-dev/mutator/function/images"
 	"github.com/mutator-dev/mutator/function/mutation"
 )
 
@@ -154,13 +158,16 @@ func (c *Controller) admit(req *admissionv1.AdmissionRequest) (*admissionv1.Admi
 		// The provenance guarantee: a Pod that would pull an image no
 		// allowed registry serves is refused, never admitted with the
 		// original reference.
-		return deny(problems), Outcome{Object: meta, Result: Denied, Problems: problems}
+		resp := deny(problems)
+		resp.AuditAnnotations = auditAnnotations(Denied, changes, problems)
+		return resp, Outcome{Object: meta, Result: Denied, Problems: problems}
 	}
 	if len(changes) == 0 && len(problems) == 0 {
 		return allowed, Outcome{Object: meta, Result: Unchanged}
 	}
 	if c.audit {
-		allowed.Warnings = append(describe(changes, true), describeProblems(problems)...)
+		allowed.Warnings = bounded(append(describe(changes, true), describeProblems(problems)...))
+		allowed.AuditAnnotations = auditAnnotations(Audited, changes, problems)
 		return allowed, Outcome{Object: meta, Result: Audited, Changes: changes, Problems: problems}
 	}
 	patch, err := mutation.Patch(changes)
@@ -170,8 +177,9 @@ func (c *Controller) admit(req *admissionv1.AdmissionRequest) (*admissionv1.Admi
 	pt := admissionv1.PatchTypeJSONPatch
 	allowed.Patch, allowed.PatchType = patch, &pt
 	if c.warnings {
-		allowed.Warnings = describe(changes, false)
+		allowed.Warnings = bounded(describe(changes, false))
 	}
+	allowed.AuditAnnotations = auditAnnotations(Patched, changes, nil)
 	return allowed, Outcome{Object: meta, Result: Patched, Changes: changes}
 }
 
@@ -225,11 +233,57 @@ func describe(changes []mutation.Change, pending bool) []string {
 	return out
 }
 
-// describeProblems words refused images for audit-mode warnings.
+// Warnings are shown to whoever made the request (kubectl prints each on a
+// line of its own), so each is kept to one readable line and a Pod with many
+// changes gets a summary instead of a screenful; the full list is in the
+// events and the logs.
+const (
+	maxWarningLen = 120
+	maxWarnings   = 8
+)
+
+// bounded shortens each warning to maxWarningLen characters and the list to
+// maxWarnings, the last saying how many more there were.
+func bounded(warnings []string) []string {
+	if len(warnings) > maxWarnings {
+		more := len(warnings) - (maxWarnings - 1)
+		warnings = append(warnings[:maxWarnings-1:maxWarnings-1], fmt.Sprintf("mutator: and %d more changes like these", more))
+	}
+	for i, w := range warnings {
+		if utf8.RuneCountInString(w) > maxWarningLen {
+			r := []rune(w)
+			warnings[i] = string(r[:maxWarningLen-1]) + "…"
+		}
+	}
+	return warnings
+}
+
+// auditAnnotations summarise a review for the cluster's audit log, where
+// the API server records them under the webhook's name
+// (mutate.mutator.dev/result, .../changes, .../refused).
+func auditAnnotations(result Result, changes []mutation.Change, problems []mutation.Problem) map[string]string {
+	a := map[string]string{"result": string(result), "changes": strconv.Itoa(len(changes))}
+	if len(problems) > 0 {
+		a["refused"] = strconv.Itoa(len(problems))
+	}
+	return a
+}
+
+// describeProblems words refused images for audit-mode warnings: short
+// enough for one line, the full reason is in the events and the logs.
 func describeProblems(problems []mutation.Problem) []string {
 	out := make([]string, len(problems))
 	for i, p := range problems {
-		out[i] = "mutator: would deny: " + p.String()
+		image := ""
+		var re *images.RefusedError
+		if errors.As(p.Err, &re) {
+			image = re.Image
+			if len(image) > 20 {
+				image = image[:20] + "…"
+			}
+			image = " " + strconv.Quote(image)
+		}
+		out[i] = "mutator: would deny: " + p.Where + ": image" + image + " cannot be pulled from an allowed registry"
 	}
 	return out
 }

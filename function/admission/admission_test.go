@@ -3,9 +3,11 @@ package admission_test
 import (
 	"context"
 	"encoding/json"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"unicode/utf8"
 
 	jsonpatch "gopkg.in/evanphx/json-patch.v4"
 	admissionv1 "k8s.io/api/admission/v1"
@@ -319,5 +321,35 @@ func TestAdmitRefused(t *testing.T) {
 			}
 			t.Logf("message: %s", text)
 		})
+	}
+}
+
+// TestWarningsBoundedAndAudited: each warning fits one line, a Pod with
+// many changes gets a summary, and the audit log gets annotations.
+func TestWarningsBoundedAndAudited(t *testing.T) {
+	cfg := config.Config{Registry: "registry.example.com/mirror", ImagePullPolicyToForce: "Always", ForceImagePullPolicy: true,
+		Mode: config.Enforce, Warnings: true}
+	c, err := admission.New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var imgs []string
+	for i := range 20 {
+		imgs = append(imgs, "quay.io/some-organisation/"+strings.Repeat("x", 60)+strconv.Itoa(i)+":1.2.3")
+	}
+	resp := c.Admit(context.Background(), &admissionv1.AdmissionRequest{UID: "1", Kind: podGVK, Operation: admissionv1.Create, Namespace: "team", Object: raw(t, pod(imgs...))})
+	if !resp.Allowed || len(resp.Patch) == 0 {
+		t.Fatalf("answer %+v", resp)
+	}
+	if len(resp.Warnings) != 8 || !strings.Contains(resp.Warnings[7], "and 33 more changes") {
+		t.Errorf("%d warnings, last %q; want 8, the last summarising the other 33 of 40", len(resp.Warnings), resp.Warnings[len(resp.Warnings)-1])
+	}
+	for _, w := range resp.Warnings {
+		if n := utf8.RuneCountInString(w); n > 120 {
+			t.Errorf("warning of %d characters: %q", n, w)
+		}
+	}
+	if got := resp.AuditAnnotations; got["result"] != "patched" || got["changes"] != "40" {
+		t.Errorf("audit annotations %v, want result=patched changes=40", got)
 	}
 }

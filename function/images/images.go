@@ -303,11 +303,14 @@ const quoteMax = 100
 
 // Quote quotes s for a message, shortened to its first characters and its
 // length when it is long.
-func Quote(s string) string {
-	if len(s) <= quoteMax {
+func Quote(s string) string { return QuoteN(s, quoteMax) }
+
+// QuoteN is Quote with a bound of n characters.
+func QuoteN(s string, n int) string {
+	if len(s) <= n {
 		return fmt.Sprintf("%q", s)
 	}
-	return fmt.Sprintf("%q… (%d characters)", s[:quoteMax], len(s))
+	return fmt.Sprintf("%q… (%d characters)", s[:n], len(s))
 }
 
 // Rule is one REGISTRY_MAP entry.
