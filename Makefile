@@ -12,9 +12,9 @@ export KUBE_ASSETS
 RUN_ENV := REGISTRY=registry.example.com/mirror IMAGE_PULL_SECRET=regcred \
 	FORCE_IMAGE_PULL_POLICY=true IMAGE_PULL_POLICY_TO_FORCE=IfNotPresent \
 	DEFAULT_STORAGE_CLASS=standard EXCLUDE_NAMESPACES=kube-system \
-	IGNORED_REGISTRIES=registry.k8s.io PORT=8080 METRICS_PORT=9095 LOG_LEVEL=debug
+	IGNORED_REGISTRIES=registry.k8s.io PORT=8080 METRICS_PORT=9095 LOG_LEVEL=debug WARNINGS=true
 
-.PHONY: help build run test test-unit test-e2e test-knative test-bin lint bench load soak fuzz image image-docker deploy deploy-knative undeploy undeploy-knative clean
+.PHONY: help build run test test-unit test-e2e test-knative test-helm test-bin lint bench load soak fuzz image image-docker deploy deploy-knative undeploy undeploy-knative clean
 
 help: ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -27,30 +27,37 @@ LDFLAGS := -X github.com/mutator-dev/mutator/function/version.version=$(VERSION)
 build: ## build bin/mutator (version-stamped)
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/mutator
 
-run: build ## run the webhook on localhost:8080 with an example configuration
-	@echo "mutator on http://localhost:8080 (metrics on :9095). In another terminal:"
+run: build ## run the webhook on port 8080 (all interfaces, plain HTTP) with an example configuration
+	@echo "mutator on http://localhost:8080 (all interfaces; metrics on :9095). In another terminal:"
 	@echo "  curl -s -H 'Content-Type: application/json' --data @test/testdata/pod-review.json http://localhost:8080/mutate"
-	@echo "and to read the JSON patch it returns (needs jq):"
+	@echo "The answer's \"warnings\" say in words what changed (WARNINGS=true). To read the JSON patch"
+	@echo "itself, which is base64 in the answer (jq extracts it):"
 	@echo "  curl -s -H 'Content-Type: application/json' --data @test/testdata/pod-review.json http://localhost:8080/mutate | jq -r .response.patch | base64 -d"
 	@echo
 	$(RUN_ENV) ./$(BIN) serve
 
-test: lint test-unit test-e2e test-knative ## everything CI runs
+test: lint test-unit test-e2e test-knative test-helm ## everything CI runs
 
-lint: ## gofmt and go vet
-	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.cache/*')); \
-	  if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
-	$(GO) vet ./...
+lint: ## gofmt, go vet, golangci-lint (pinned, built once) and go mod tidy -diff on every module
+	@echo "== lint ($$(date +%T))"
+	GO=$(GO) bash test/tools/lint.sh
 
 test-unit: ## unit tests and short fuzz runs
+	@echo "== unit tests ($$(date +%T))"
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v /test/e2e)
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=5s
 
 test-e2e: test-bin ## end-to-end tests against a real kube-apiserver and etcd
+	@echo "== end-to-end tests ($$(date +%T))"
 	$(GO) test -count=1 -timeout 15m ./test/e2e/...
 
 test-knative: ## Knative packaging: Service and func.yaml validation, the function behind the real queue-proxy, the ko image, func deploy parity
+	@echo "== Knative tests ($$(date +%T)); a cold run builds queue-proxy and ko first"
 	cd test/knative && $(GO) test -count=1 -timeout 25m ./...
+
+test-helm: test-bin ## Helm chart: lint, render, schema, sameness with deploy/standalone, dry run + install/upgrade/uninstall on the e2e kube-apiserver
+	@echo "== Helm chart tests ($$(date +%T)); a cold run compiles Helm's SDK first"
+	cd test/helm && $(GO) test -count=1 -timeout 15m ./...
 
 test-bin: ## build kube-apiserver, kubectl and etcd into KUBE_ASSETS if missing
 	@if [ -x "$(KUBE_ASSETS)/kube-apiserver" ] && [ -x "$(KUBE_ASSETS)/etcd" ] && [ -x "$(KUBE_ASSETS)/kubectl" ]; then \
@@ -61,7 +68,7 @@ FUZZTIME ?= 60s
 fuzz: ## run each fuzz target for FUZZTIME (default 60s)
 	@set -e; for pkg in $$($(GO) list ./function/...); do \
 	  for target in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
-	    echo "fuzz $$target in $$pkg for $(FUZZTIME)"; \
+	    echo "fuzz $$target in $$pkg for $(FUZZTIME) ($$(date +%T); the first run of a package compiles it with coverage instrumentation)"; \
 	    $(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s $$pkg; \
 	  done; \
 	done

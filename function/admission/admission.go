@@ -52,7 +52,10 @@ type Outcome struct {
 	Result   Result
 	Changes  []mutation.Change
 	Problems []mutation.Problem
-	Duration time.Duration
+	// MirrorFallbacks are the images whose mirror check (MIRROR_CHECK) did
+	// not come back present, and what was done with each.
+	MirrorFallbacks []MirrorFallback
+	Duration        time.Duration
 }
 
 // Observer is told the outcome of every review. Observe runs on the request
@@ -73,6 +76,7 @@ type Controller struct {
 	audit     bool
 	warnings  bool
 	observers []Observer
+	mirror    *mirrorCheck // nil: MIRROR_CHECK is off
 }
 
 var _ webhook.AdmissionController = (*Controller)(nil)
@@ -105,7 +109,7 @@ func (c *Controller) Admit(ctx context.Context, req *admissionv1.AdmissionReques
 	if req == nil {
 		return webhook.MakeErrorStatus("admission review has no request")
 	}
-	resp, out := c.admit(req)
+	resp, out := c.admit(ctx, req)
 	out.Request, out.Duration = req, time.Since(start)
 	// knative's request logger is kept at warn level (see package webhook),
 	// so the controller logs through its own.
@@ -128,7 +132,7 @@ func (c *Controller) Admit(ctx context.Context, req *admissionv1.AdmissionReques
 	return resp
 }
 
-func (c *Controller) admit(req *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, Outcome) {
+func (c *Controller) admit(ctx context.Context, req *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, Outcome) {
 	allowed := &admissionv1.AdmissionResponse{Allowed: true}
 	if c.excluded(req.Namespace) {
 		return allowed, Outcome{Result: Excluded}
@@ -162,13 +166,33 @@ func (c *Controller) admit(req *admissionv1.AdmissionRequest) (*admissionv1.Admi
 		resp.AuditAnnotations = auditAnnotations(Denied, changes, problems)
 		return resp, Outcome{Object: meta, Result: Denied, Problems: problems}
 	}
-	if len(changes) == 0 && len(problems) == 0 {
-		return allowed, Outcome{Object: meta, Result: Unchanged}
+	var (
+		fallbacks    []MirrorFallback
+		mirrorWarns  []string
+		mirrorDenied []mutation.Problem
+	)
+	if c.mirror != nil && len(changes) > 0 {
+		// After the rules, so that they stay pure; only rewritten images
+		// are checked, on CREATE and UPDATE alike.
+		changes, fallbacks, mirrorWarns, mirrorDenied = c.mirror.check(ctx, changes, c.audit)
+		if len(mirrorDenied) > 0 && !c.audit {
+			resp := deny(mirrorDenied)
+			resp.AuditAnnotations = mirrorAnnotations(auditAnnotations(Denied, changes, mirrorDenied), fallbacks)
+			return resp, Outcome{Object: meta, Result: Denied, Problems: mirrorDenied, MirrorFallbacks: fallbacks}
+		}
+	}
+	// In audit mode, fallbacks alone are reported as an audited review.
+	if len(changes) == 0 && len(problems) == 0 && len(mirrorDenied) == 0 && (len(fallbacks) == 0 || !c.audit) {
+		allowed.Warnings = bounded(mirrorWarns)
+		allowed.AuditAnnotations = mirrorAnnotations(nil, fallbacks)
+		return allowed, Outcome{Object: meta, Result: Unchanged, MirrorFallbacks: fallbacks}
 	}
 	if c.audit {
-		allowed.Warnings = bounded(append(describe(changes, true), describeProblems(problems)...))
-		allowed.AuditAnnotations = auditAnnotations(Audited, changes, problems)
-		return allowed, Outcome{Object: meta, Result: Audited, Changes: changes, Problems: problems}
+		// mirrorWarns word the mirror's would-be denials themselves.
+		allowed.Warnings = bounded(append(append(describe(changes, true), describeProblems(problems)...), mirrorWarns...))
+		problems = append(problems, mirrorDenied...)
+		allowed.AuditAnnotations = mirrorAnnotations(auditAnnotations(Audited, changes, problems), fallbacks)
+		return allowed, Outcome{Object: meta, Result: Audited, Changes: changes, Problems: problems, MirrorFallbacks: fallbacks}
 	}
 	patch, err := mutation.Patch(changes)
 	if err != nil {
@@ -177,10 +201,13 @@ func (c *Controller) admit(req *admissionv1.AdmissionRequest) (*admissionv1.Admi
 	pt := admissionv1.PatchTypeJSONPatch
 	allowed.Patch, allowed.PatchType = patch, &pt
 	if c.warnings {
-		allowed.Warnings = bounded(describe(changes, false))
+		allowed.Warnings = describe(changes, false)
 	}
-	allowed.AuditAnnotations = auditAnnotations(Patched, changes, nil)
-	return allowed, Outcome{Object: meta, Result: Patched, Changes: changes}
+	// Fallback warnings whatever WARNINGS says: the Pod is not getting
+	// what the mirror check promised.
+	allowed.Warnings = bounded(append(allowed.Warnings, mirrorWarns...))
+	allowed.AuditAnnotations = mirrorAnnotations(auditAnnotations(Patched, changes, nil), fallbacks)
+	return allowed, Outcome{Object: meta, Result: Patched, Changes: changes, MirrorFallbacks: fallbacks}
 }
 
 func (c *Controller) pod(req *admissionv1.AdmissionRequest) ([]mutation.Change, []mutation.Problem, mutation.Metadata, error) {

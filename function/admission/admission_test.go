@@ -106,7 +106,7 @@ func TestAdmit(t *testing.T) {
 			return &admissionv1.AdmissionRequest{UID: "1", Kind: podGVK, Operation: admissionv1.Create, Namespace: "team", Object: raw(t, pod("nginx:1.27"))}
 		},
 		wantResult: admission.Audited, wantImages: []string{"nginx:1.27"},
-		wantWarnings: []string{`image "nginx:1.27" would become "r.example.com/nginx:1.27" (container "a")`, `pull-policy "" would become "IfNotPresent"`, `pull-secret "" would become "regcred"`},
+		wantWarnings: []string{`image "nginx:1.27" would become "r.example.com/nginx:1.27" (container "a")`, `pull-policy would be set to "IfNotPresent"`, `pull-secret would be set to "regcred"`},
 	}, {
 		name: "enforce mode with warnings", cfg: warn,
 		req: func(t *testing.T) *admissionv1.AdmissionRequest {

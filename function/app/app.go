@@ -64,6 +64,16 @@ func New(ctx context.Context, cfg config.Config) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.MirrorCheck {
+		checker, err := newMirrorChecker(ctx, cfg, logger, a.meterProvider())
+		if err != nil {
+			return nil, err
+		}
+		a.closers = append(a.closers, checker.Close)
+		if err := controller.CheckMirror(checker, cfg); err != nil {
+			return nil, err
+		}
+	}
 	if a.Handler, err = webhook.New(ctx, webhook.Options{Logger: logger, MeterProvider: a.meterProvider(), BodyBudget: int64(cfg.RequestBodyBudget)}, controller); err != nil {
 		return nil, err
 	}
@@ -81,6 +91,7 @@ func New(ctx context.Context, cfg config.Config) (*App, error) {
 		zap.String("defaultStorageClass", cfg.DefaultStorageClass),
 		zap.Strings("excludeNamespaces", cfg.ExcludeNamespaces),
 		zap.String("mode", string(cfg.Mode)),
+		zap.Bool("mirrorCheck", cfg.MirrorCheck),
 		zap.Bool("auditTrail", cfg.Sink != ""))
 	return a, nil
 }

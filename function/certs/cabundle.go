@@ -68,14 +68,19 @@ func newCABundleController(ctx context.Context, opts Options) *controller.Impl {
 	})
 	key := types.NamespacedName{Name: opts.WebhookConfigName}
 	enqueue := func(any) { impl.EnqueueKey(key) }
-	secrets.Informer().AddEventHandler(cache.FilteringResourceEventHandler{
-		FilterFunc: controller.FilterWithNameAndNamespace(opts.Namespace, opts.SecretName),
-		Handler:    controller.HandleAll(enqueue),
-	})
-	configs.Informer().AddEventHandler(cache.FilteringResourceEventHandler{
-		FilterFunc: controller.FilterWithName(opts.WebhookConfigName),
-		Handler:    controller.HandleAll(enqueue),
-	})
+	// AddEventHandler fails only for an informer that has already stopped,
+	// which these, created just now, cannot have.
+	for _, h := range []struct {
+		informer cache.SharedIndexInformer
+		filter   func(any) bool
+	}{
+		{secrets.Informer(), controller.FilterWithNameAndNamespace(opts.Namespace, opts.SecretName)},
+		{configs.Informer(), controller.FilterWithName(opts.WebhookConfigName)},
+	} {
+		if _, err := h.informer.AddEventHandler(cache.FilteringResourceEventHandler{FilterFunc: h.filter, Handler: controller.HandleAll(enqueue)}); err != nil {
+			logging.FromContext(ctx).Errorw("watching for caBundle changes", "error", err)
+		}
+	}
 	return impl
 }
 

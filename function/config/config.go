@@ -70,6 +70,35 @@ type Config struct {
 	WebhookServiceName string `envconfig:"WEBHOOK_SERVICE_NAME"`
 	WebhookConfigName  string `envconfig:"WEBHOOK_CONFIG_NAME"`
 
+	// The mirror check (package mirror), off by default: before admitting a
+	// rewritten image, HEAD its manifest on the mirror. See the README's
+	// "Mirror check (optional)".
+	MirrorCheck bool `envconfig:"MIRROR_CHECK" default:"false"`
+	// MirrorCheckTimeout bounds one registry lookup.
+	MirrorCheckTimeout time.Duration `envconfig:"MIRROR_CHECK_TIMEOUT" default:"1s"`
+	// MirrorCheckReviewBudget bounds all the checks of one review; it must
+	// leave the webhook time to answer within the API server's timeout.
+	MirrorCheckReviewBudget time.Duration `envconfig:"MIRROR_CHECK_REVIEW_BUDGET" default:"2s"`
+	// MirrorMissing is what happens to an image the mirror lacks: deny,
+	// original or warn.
+	MirrorMissing string `envconfig:"MIRROR_MISSING" default:"deny"`
+	// MirrorUnreachable is what happens when the check cannot tell (error,
+	// timeout, open circuit): rewrite (as if the check were off) or deny.
+	MirrorUnreachable string `envconfig:"MIRROR_UNREACHABLE" default:"rewrite"`
+	// MirrorCredentials is a docker config.json with the mirror's
+	// credentials (a mounted kubernetes.io/dockerconfigjson Secret).
+	MirrorCredentials      string        `envconfig:"MIRROR_CREDENTIALS"`
+	MirrorCacheTTL         time.Duration `envconfig:"MIRROR_CACHE_TTL" default:"10m"`
+	MirrorNegativeCacheTTL time.Duration `envconfig:"MIRROR_NEGATIVE_CACHE_TTL" default:"30s"`
+	MirrorCacheSize        Quantity      `envconfig:"MIRROR_CACHE_SIZE" default:"4Mi"`
+	// A registry's circuit opens after MirrorCircuitFailures consecutive
+	// errors or timeouts and lets one probe through after the cool-down.
+	MirrorCircuitFailures int           `envconfig:"MIRROR_CIRCUIT_FAILURES" default:"5"`
+	MirrorCircuitCooldown time.Duration `envconfig:"MIRROR_CIRCUIT_COOLDOWN" default:"30s"`
+	// MirrorInsecure allows plain HTTP to any mirror host (loopback hosts
+	// always may). For tests.
+	MirrorInsecure bool `envconfig:"MIRROR_INSECURE" default:"false"`
+
 	// The Go runtime reads these itself; they are read here only to know
 	// whether the operator chose garbage collector settings (see
 	// app.tuneGC).
@@ -205,6 +234,9 @@ func (c Config) Validate() error {
 	if c.WebhookSecretName != "" {
 		errs = append(errs, c.validateWebhookSecret()...)
 	}
+	if c.MirrorCheck {
+		errs = append(errs, c.validateMirrorCheck()...)
+	}
 	errs = append(errs, validateGC(c.GoGC, c.GoMemLimit)...)
 	if err := validateTLSMinVersion(c.TLSMinVersion); err != nil {
 		errs = append(errs, err)
@@ -239,6 +271,57 @@ func (c Config) validateWebhookSecret() []error {
 	// which one the API server trusts.
 	if c.TLSCertFile != "" || c.TLSKeyFile != "" {
 		errs = append(errs, errors.New("WEBHOOK_SECRET_NAME and TLS_CERT_FILE/TLS_KEY_FILE: set one source of the serving certificate, not both"))
+	}
+	return errs
+}
+
+// Webhook timeouts of the shipped configurations (timeoutSeconds): the
+// review budget of the mirror check must fit in the longer one, and the
+// README says to keep it well below the one in use.
+const maxMirrorReviewBudget = 10 * time.Second
+
+// validateMirrorCheck checks the mirror check's settings; they only matter
+// when MIRROR_CHECK is on.
+func (c Config) validateMirrorCheck() []error {
+	var errs []error
+	if c.Registry == "" && len(c.RegistryMap) == 0 {
+		errs = append(errs, errors.New("MIRROR_CHECK: nothing to check without REGISTRY or REGISTRY_MAP"))
+	}
+	if c.MirrorCheckTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("MIRROR_CHECK_TIMEOUT: %s must be positive", c.MirrorCheckTimeout))
+	}
+	switch {
+	case c.MirrorCheckReviewBudget <= 0:
+		errs = append(errs, fmt.Errorf("MIRROR_CHECK_REVIEW_BUDGET: %s must be positive", c.MirrorCheckReviewBudget))
+	case c.MirrorCheckReviewBudget >= maxMirrorReviewBudget:
+		errs = append(errs, fmt.Errorf("MIRROR_CHECK_REVIEW_BUDGET: %s leaves no time to answer within the webhook timeout (at most 10s; the standalone manifests use 5s)", c.MirrorCheckReviewBudget))
+	case c.MirrorCheckTimeout > c.MirrorCheckReviewBudget:
+		errs = append(errs, fmt.Errorf("MIRROR_CHECK_TIMEOUT: %s is longer than MIRROR_CHECK_REVIEW_BUDGET %s", c.MirrorCheckTimeout, c.MirrorCheckReviewBudget))
+	}
+	switch c.MirrorMissing {
+	case "deny", "original", "warn":
+	default:
+		errs = append(errs, fmt.Errorf("MIRROR_MISSING: %q is not one of deny, original, warn", c.MirrorMissing))
+	}
+	switch c.MirrorUnreachable {
+	case "rewrite", "deny":
+	default:
+		errs = append(errs, fmt.Errorf("MIRROR_UNREACHABLE: %q is not one of rewrite, deny", c.MirrorUnreachable))
+	}
+	if c.MirrorCacheTTL < 0 {
+		errs = append(errs, errors.New("MIRROR_CACHE_TTL: must not be negative (0 caches no answer)"))
+	}
+	if c.MirrorNegativeCacheTTL < 0 {
+		errs = append(errs, errors.New("MIRROR_NEGATIVE_CACHE_TTL: must not be negative (0 caches no answer)"))
+	}
+	if c.MirrorCacheSize < 0 {
+		errs = append(errs, errors.New("MIRROR_CACHE_SIZE: must not be negative"))
+	}
+	if c.MirrorCircuitFailures < 1 {
+		errs = append(errs, fmt.Errorf("MIRROR_CIRCUIT_FAILURES: %d must be at least 1", c.MirrorCircuitFailures))
+	}
+	if c.MirrorCircuitCooldown <= 0 {
+		errs = append(errs, fmt.Errorf("MIRROR_CIRCUIT_COOLDOWN: %s must be positive", c.MirrorCircuitCooldown))
 	}
 	return errs
 }

@@ -59,6 +59,7 @@ func TestLoadDefaults(t *testing.T) {
 		EventSource:            "mutator",
 		RequestBodyBudget:      12 << 20,
 	}
+	withMirrorDefaults(&want)
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
 	}
@@ -119,6 +120,7 @@ func TestLoadValues(t *testing.T) {
 				TLSCertFile: "/tls/crt", TLSKeyFile: "/tls/key", Sink: "http://broker", EventSource: "src",
 				ShutdownDelay: 5 * time.Second, RequestBodyBudget: 64 << 20, EnableHTTP2: true,
 			}
+			withMirrorDefaults(&want)
 			if !reflect.DeepEqual(c, want) {
 				t.Errorf("\n got %+v\nwant %+v", c, want)
 			}

@@ -95,6 +95,20 @@ type Data struct {
 	// for a denial, or (audit mode) for the denial that enforce mode would
 	// make.
 	Refused []Refusal `json:"refused,omitempty"`
+	// MirrorFallbacks lists the images whose mirror check (MIRROR_CHECK)
+	// did not come back present, and what was done. Action "original"
+	// means the image was admitted as written, outside the mirror; an
+	// enforce-mode event may carry only these, with no changes.
+	MirrorFallbacks []MirrorFallback `json:"mirrorFallbacks,omitempty"`
+}
+
+// MirrorFallback is one image in Data.MirrorFallbacks.
+type MirrorFallback struct {
+	Where  string `json:"where"`
+	Image  string `json:"image"`  // as written
+	Mirror string `json:"mirror"` // the rewritten reference checked
+	Reason string `json:"reason"` // missing, error, timeout, circuit-open
+	Action string `json:"action"` // deny, original, warn, rewrite
 }
 
 // Refusal is one refused image in Data.
@@ -283,7 +297,7 @@ func (e *Emitter) Observe(_ context.Context, o admission.Outcome) {
 // changes, or a result other than patched or audited.
 func (e *Emitter) event(o admission.Outcome) (cloudevents.Event, bool) {
 	req := o.Request
-	if req == nil || len(o.Changes) == 0 && len(o.Problems) == 0 || (req.DryRun != nil && *req.DryRun) {
+	if req == nil || len(o.Changes) == 0 && len(o.Problems) == 0 && len(o.MirrorFallbacks) == 0 || (req.DryRun != nil && *req.DryRun) {
 		return cloudevents.Event{}, false
 	}
 	var what, mode string
@@ -294,6 +308,10 @@ func (e *Emitter) event(o admission.Outcome) (cloudevents.Event, bool) {
 		what, mode = "denied", "enforce"
 	case admission.Audited:
 		what, mode = "audited", "audit"
+	case admission.Unchanged:
+		// Only with mirror fallbacks (see above): images left as written
+		// in enforce mode are part of the audit trail.
+		what, mode = "mutated", "enforce"
 	default:
 		return cloudevents.Event{}, false
 	}
@@ -314,6 +332,10 @@ func (e *Emitter) event(o admission.Outcome) (cloudevents.Event, bool) {
 	}
 	for _, p := range o.Problems {
 		data.Refused = append(data.Refused, Refusal{Where: p.Where, Reason: p.Err.Error()})
+	}
+	for _, f := range o.MirrorFallbacks {
+		data.MirrorFallbacks = append(data.MirrorFallbacks, MirrorFallback{Where: f.Where, Image: f.Image, Mirror: f.Mirror,
+			Reason: string(f.Reason), Action: string(f.Action)})
 	}
 	subject := req.Namespace + "/" + req.Name
 	if req.Name == "" {

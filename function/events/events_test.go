@@ -27,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/mutator-dev/mutator/function/admission"
+	"github.com/mutator-dev/mutator/function/mirror"
 	"github.com/mutator-dev/mutator/function/mutation"
 )
 
@@ -216,6 +217,34 @@ func TestEmitsExpectedEvents(t *testing.T) {
 			Operation: "CREATE", Resource: "pods", Namespace: "team-a", Name: "web", UID: "uid-denied", User: "alice", Mode: "enforce",
 			Changes: []Change{},
 			Refused: []Refusal{{Where: `image volume "ext"`, Reason: "image \"x\" cannot be pulled from an allowed registry: too long"}},
+		}},
+	}, {
+		name: "image left as written by the mirror check, nothing else changed",
+		outcome: func() admission.Outcome {
+			o := outcome(req{kind: "Pod", resource: "pods", ns: "team-a", name: "web", uid: "uid-mirror-original", user: "alice"}, admission.Unchanged)
+			o.MirrorFallbacks = []admission.MirrorFallback{{Where: `container "app"`, Image: "nginx", Mirror: "registry.example.com/library/nginx",
+				Reason: mirror.Missing, Action: admission.MirrorOriginal}}
+			return o
+		}(),
+		want: &want{"dev.mutator.pod.mutated", "team-a/web", Data{
+			Operation: "CREATE", Resource: "pods", Namespace: "team-a", Name: "web", UID: "uid-mirror-original", User: "alice", Mode: "enforce",
+			Changes: []Change{},
+			MirrorFallbacks: []MirrorFallback{{Where: `container "app"`, Image: "nginx", Mirror: "registry.example.com/library/nginx",
+				Reason: "missing", Action: "original"}},
+		}},
+	}, {
+		name: "image rewritten unchecked: the mirror timed out",
+		outcome: func() admission.Outcome {
+			o := outcome(req{kind: "Pod", resource: "pods", ns: "team-a", name: "web", uid: "uid-mirror-rewrite", user: "alice"}, admission.Patched, imageChange)
+			o.MirrorFallbacks = []admission.MirrorFallback{{Where: `container "app"`, Image: "nginx", Mirror: "registry.example.com/library/nginx",
+				Reason: mirror.Timeout, Action: admission.MirrorRewrite}}
+			return o
+		}(),
+		want: &want{"dev.mutator.pod.mutated", "team-a/web", Data{
+			Operation: "CREATE", Resource: "pods", Namespace: "team-a", Name: "web", UID: "uid-mirror-rewrite", User: "alice", Mode: "enforce",
+			Changes: []Change{{Kind: "image", Path: "/spec/containers/0/image", Where: `container "app"`, From: "nginx", To: "registry.example.com/library/nginx"}},
+			MirrorFallbacks: []MirrorFallback{{Where: `container "app"`, Image: "nginx", Mirror: "registry.example.com/library/nginx",
+				Reason: "timeout", Action: "rewrite"}},
 		}},
 	}, {
 		name: "dry run",

@@ -1,20 +1,20 @@
 // Package manifests applies the webhook's rules to manifests on disk, so that
-// users can preview in CI what the webhook will do to their workloads. It uses
-// the same rules and the same JSON patch application as the API server.
+// users can preview in CI what the webhook will do to their workloads. It
+// decides with the same rules as the webhook and changes only the fields
+// the webhook's patch names: in YAML everything else (comments, key order,
+// quoting, empty documents and separators) stays as written.
 package manifests
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 
 	jsonpatch "gopkg.in/evanphx/json-patch.v4"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	"sigs.k8s.io/yaml"
+	sigsyaml "sigs.k8s.io/yaml"
 
 	"github.com/mutator-dev/mutator/function/config"
 	"github.com/mutator-dev/mutator/function/mutation"
@@ -47,74 +47,174 @@ func New(cfg config.Config) (*Mutator, error) {
 	return &Mutator{rules: rules, excluded: cfg.Excluded}, nil
 }
 
+// Change is one change, with the object it belongs to.
+type Change struct {
+	Object string // e.g. "Deployment apps/api"
+	mutation.Change
+}
+
+func (c Change) String() string { return c.Object + ": " + c.Describe(false) }
+
+// Problem is an image the webhook would refuse the object for, with the
+// object.
+type Problem struct {
+	Object string
+	mutation.Problem
+}
+
+func (p Problem) String() string { return p.Object + ": " + p.Problem.String() }
+
 // Result counts what Mutate did.
 type Result struct {
 	Documents int
 	Changed   int
-	Changes   []mutation.Change
+	Changes   []Change
 	// Problems are images the webhook would refuse the object for (no
 	// allowed registry can serve them); the documents are written as they
 	// are.
-	Problems []mutation.Problem
+	Problems []Problem
+}
+
+func (r *Result) add(d decided) {
+	r.Documents++
+	if len(d.changes) > 0 {
+		r.Changed++
+	}
+	r.Changes = append(r.Changes, d.changes...)
+	r.Problems = append(r.Problems, d.problems...)
 }
 
 // Mutate reads YAML (several documents) or JSON manifests from in and writes
 // them to out in the same format, mutated as the webhook would mutate them
 // on CREATE. Kinds the webhook does not touch pass through unchanged.
 func (m *Mutator) Mutate(in io.Reader, out io.Writer) (Result, error) {
-	var res Result
-	br := bufio.NewReader(in)
-	isJSON := startsWithJSON(br)
-	reader := utilyaml.NewYAMLReader(br)
-	first := true
-	for {
-		doc, err := reader.Read()
-		if errors.Is(err, io.EOF) {
-			return res, nil
-		}
-		if err != nil {
-			return res, fmt.Errorf("reading document %d: %w", res.Documents+1, err)
-		}
-		if len(bytes.TrimSpace(doc)) == 0 || isComment(doc) {
-			continue
-		}
-		res.Documents++
-		js, err := yaml.YAMLToJSON(doc)
-		if err != nil {
-			return res, fmt.Errorf("document %d: %w", res.Documents, err)
-		}
-		mutated, changes, problems, err := m.document(js)
-		if err != nil {
-			return res, fmt.Errorf("document %d: %w", res.Documents, err)
-		}
-		res.Problems = append(res.Problems, problems...)
-		if len(changes) > 0 {
-			res.Changed++
-			res.Changes = append(res.Changes, changes...)
-		}
-		if err := write(out, doc, mutated, len(changes) > 0, isJSON, first); err != nil {
-			return res, err
-		}
-		first = false
+	data, err := io.ReadAll(in)
+	if err != nil {
+		return Result{}, fmt.Errorf("reading manifests: %w", err)
 	}
+	if trimmed := bytes.TrimSpace(data); len(trimmed) > 0 && (trimmed[0] == '{' || trimmed[0] == '[') {
+		return m.mutateJSON(data, out)
+	}
+	return m.mutateYAML(data, out)
 }
 
-// document mutates one object (or each item of a v1 List).
-func (m *Mutator) document(js []byte) ([]byte, []mutation.Change, []mutation.Problem, error) {
+func (m *Mutator) mutateJSON(data []byte, out io.Writer) (Result, error) {
+	var res Result
+	d, err := m.decide(data)
+	if err != nil {
+		return res, fmt.Errorf("document 1: %w", err)
+	}
+	res.add(d)
+	js := data
+	if len(d.changes) > 0 {
+		if js, err = applyJSON(data, d.patch); err != nil {
+			return res, fmt.Errorf("document 1: %w", err)
+		}
+	}
+	var buf bytes.Buffer
+	if err := json.Indent(&buf, js, "", "  "); err != nil {
+		return res, fmt.Errorf("formatting JSON: %w", err)
+	}
+	buf.WriteByte('\n')
+	if _, err := out.Write(buf.Bytes()); err != nil {
+		return res, fmt.Errorf("writing output: %w", err)
+	}
+	return res, nil
+}
+
+func (m *Mutator) mutateYAML(data []byte, out io.Writer) (Result, error) {
+	var res Result
+	for _, seg := range splitDocuments(data) {
+		text := seg.body
+		if isBlank(seg.body) {
+			if err := write(out, seg.separator, text); err != nil {
+				return res, err
+			}
+			continue
+		}
+		js, err := sigsyaml.YAMLToJSON([]byte(seg.body))
+		if err != nil {
+			return res, fmt.Errorf("document %d: %w", res.Documents+1, err)
+		}
+		d, err := m.decide(js)
+		if err != nil {
+			return res, fmt.Errorf("document %d: %w", res.Documents+1, err)
+		}
+		res.add(d)
+		if len(d.changes) > 0 {
+			if text, err = applyYAML(seg.body, d.patch); err != nil {
+				return res, fmt.Errorf("document %d: %w", res.Documents, err)
+			}
+		}
+		if err := write(out, seg.separator, text); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+func write(out io.Writer, parts ...string) error {
+	for _, p := range parts {
+		if _, err := io.WriteString(out, p); err != nil {
+			return fmt.Errorf("writing output: %w", err)
+		}
+	}
+	return nil
+}
+
+// decided is what the rules make of one document.
+type decided struct {
+	changes  []Change
+	problems []Problem
+	patch    []byte // RFC 6902, over the whole document; nil without changes
+}
+
+// decide runs the rules on one object (or each item of a v1 List).
+func (m *Mutator) decide(js []byte) (decided, error) {
+	changes, problems, err := m.object(js, "")
+	if err != nil {
+		return decided{}, err
+	}
+	d := decided{changes: changes, problems: problems}
+	if len(changes) > 0 {
+		plain := make([]mutation.Change, len(changes))
+		for i, c := range changes {
+			plain[i] = c.Change
+		}
+		if d.patch, err = mutation.Patch(plain); err != nil {
+			return decided{}, err
+		}
+	}
+	return d, nil
+}
+
+// object returns the changes for one object, their paths under prefix (the
+// object's pointer in the document).
+func (m *Mutator) object(js []byte, prefix string) ([]Change, []Problem, error) {
 	var head struct {
 		Kind     string            `json:"kind"`
 		Metadata mutation.Metadata `json:"metadata"`
 		Items    []json.RawMessage `json:"items"`
 	}
 	if err := mutation.Decode(js, &head, "object"); err != nil {
-		return nil, nil, nil, fmt.Errorf("not a Kubernetes object: %w", err)
+		return nil, nil, fmt.Errorf("not a Kubernetes object: %w", err)
 	}
 	if head.Kind == "List" || strings.HasSuffix(head.Kind, "List") && head.Items != nil {
-		return m.list(js, head.Items)
+		var changes []Change
+		var problems []Problem
+		for i, item := range head.Items {
+			c, p, err := m.object(item, prefix+"/items/"+strconv.Itoa(i))
+			if err != nil {
+				return nil, nil, fmt.Errorf("item %d: %w", i, err)
+			}
+			changes, problems = append(changes, c...), append(problems, p...)
+		}
+		return changes, problems, nil
 	}
 	if m.excluded(head.Metadata.Namespace) {
-		return js, nil, nil, nil
+		return nil, nil, nil
 	}
+	name := objectName(head.Kind, head.Metadata)
 	var (
 		changes  []mutation.Change
 		problems []mutation.Problem
@@ -122,55 +222,41 @@ func (m *Mutator) document(js []byte) ([]byte, []mutation.Change, []mutation.Pro
 	if head.Kind == "PersistentVolumeClaim" {
 		var pvc mutation.PVC
 		if err := mutation.Decode(js, &pvc, "PersistentVolumeClaim"); err != nil {
-			return nil, nil, nil, err
+			return nil, nil, err
 		}
 		changes = m.rules.PVCOnCreate(&pvc)
 	} else if path, ok := podSpecPaths[head.Kind]; ok {
 		spec, err := podSpecAt(js, path)
 		if err != nil {
-			return nil, nil, nil, fmt.Errorf("decoding %s: %w", head.Kind, err)
+			return nil, nil, fmt.Errorf("decoding %s: %w", head.Kind, err)
 		}
 		if spec == nil {
-			return js, nil, nil, nil
+			return nil, nil, nil
 		}
 		changes, problems = m.rules.PodSpecOnCreate("/"+strings.Join(path, "/"), spec)
 	}
-	if len(changes) == 0 {
-		return js, nil, problems, nil
+	out := make([]Change, len(changes))
+	for i, c := range changes {
+		c.Path = prefix + c.Path
+		out[i] = Change{Object: name, Change: c}
 	}
-	patched, err := apply(js, changes)
-	return patched, changes, problems, err
+	refused := make([]Problem, len(problems))
+	for i, p := range problems {
+		refused[i] = Problem{Object: name, Problem: p}
+	}
+	return out, refused, nil
 }
 
-func (m *Mutator) list(js []byte, items []json.RawMessage) ([]byte, []mutation.Change, []mutation.Problem, error) {
-	var (
-		all      []mutation.Change
-		problems []mutation.Problem
-	)
-	out := make([]json.RawMessage, len(items))
-	for i, item := range items {
-		mutated, changes, p, err := m.document(item)
-		if err != nil {
-			return nil, nil, nil, fmt.Errorf("item %d: %w", i, err)
-		}
-		out[i] = mutated
-		all = append(all, changes...)
-		problems = append(problems, p...)
+// objectName names an object the way kubectl does: kind, namespace/name.
+func objectName(kind string, meta mutation.Metadata) string {
+	name := meta.Name
+	if name == "" && meta.GenerateName != "" {
+		name = meta.GenerateName + "*"
 	}
-	if len(all) == 0 {
-		return js, nil, problems, nil
+	if meta.Namespace != "" {
+		name = meta.Namespace + "/" + name
 	}
-	var list map[string]json.RawMessage
-	if err := json.Unmarshal(js, &list); err != nil {
-		return nil, nil, nil, err
-	}
-	b, err := json.Marshal(out)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	list["items"] = b
-	js, err = json.Marshal(list)
-	return js, all, problems, err
+	return kind + " " + name
 }
 
 // podSpecAt decodes the pod spec at path; nil when the manifest has none.
@@ -195,78 +281,55 @@ func podSpecAt(js []byte, path []string) (*mutation.PodSpec, error) {
 	return &spec, nil
 }
 
-// apply applies the changes with the same JSON patch library the API server
+// applyJSON applies the patch with the JSON patch library the API server
 // uses for webhook patches.
-func apply(js []byte, changes []mutation.Change) ([]byte, error) {
-	p, err := mutation.Patch(changes)
-	if err != nil {
-		return nil, err
-	}
-	patch, err := jsonpatch.DecodePatch(p)
+func applyJSON(js, patch []byte) ([]byte, error) {
+	p, err := jsonpatch.DecodePatch(patch)
 	if err != nil {
 		return nil, fmt.Errorf("decoding patch: %w", err)
 	}
-	out, err := patch.Apply(js)
+	out, err := p.Apply(js)
 	if err != nil {
 		return nil, fmt.Errorf("applying patch: %w", err)
 	}
 	return out, nil
 }
 
-// write prints one document. Unchanged YAML documents are written byte for
-// byte, so comments and key order survive where nothing changed.
-func write(out io.Writer, original, mutated []byte, changed, isJSON, first bool) error {
-	var b []byte
-	switch {
-	case isJSON:
-		var buf bytes.Buffer
-		if err := json.Indent(&buf, mutated, "", "  "); err != nil {
-			return fmt.Errorf("formatting JSON: %w", err)
-		}
-		buf.WriteByte('\n')
-		b = buf.Bytes()
-	case !changed:
-		b = bytes.TrimLeft(original, "\n")
-		if !first {
-			b = append([]byte("---\n"), b...)
-		}
-	default:
-		y, err := yaml.JSONToYAML(mutated)
-		if err != nil {
-			return fmt.Errorf("formatting YAML: %w", err)
-		}
-		if !first {
-			y = append([]byte("---\n"), y...)
-		}
-		b = y
-	}
-	if _, err := out.Write(b); err != nil {
-		return fmt.Errorf("writing output: %w", err)
-	}
-	return nil
-}
+// segment is one YAML document as written: the separator line that starts
+// it ("" for the first) and its text.
+type segment struct{ separator, body string }
 
-func startsWithJSON(br *bufio.Reader) bool {
-	for i := 1; ; i++ {
-		b, err := br.Peek(i)
-		if err != nil || len(b) < i {
-			return false
-		}
-		switch b[i-1] {
-		case ' ', '\t', '\r', '\n':
+// splitDocuments cuts a YAML stream at its "---" lines, keeping every byte:
+// joining the segments gives the input back.
+func splitDocuments(data []byte) []segment {
+	var segs []segment
+	cur := segment{}
+	var body strings.Builder
+	for line := range strings.Lines(string(data)) {
+		if isSeparator(line) {
+			cur.body = body.String()
+			segs = append(segs, cur)
+			cur, body = segment{separator: line}, strings.Builder{}
 			continue
-		case '{', '[':
-			return true
-		default:
-			return false
 		}
+		body.WriteString(line)
 	}
+	cur.body = body.String()
+	return append(segs, cur)
 }
 
-func isComment(doc []byte) bool {
-	for _, line := range bytes.Split(doc, []byte("\n")) {
-		line = bytes.TrimSpace(line)
-		if len(line) > 0 && line[0] != '#' {
+// isSeparator reports whether line starts a new YAML document: "---" alone
+// or followed by white space or a comment.
+func isSeparator(line string) bool {
+	rest, ok := strings.CutPrefix(line, "---")
+	return ok && (rest == "" || rest[0] == ' ' || rest[0] == '\t' || rest[0] == '\n' || rest[0] == '\r' || rest[0] == '#')
+}
+
+// isBlank reports whether a document holds nothing but white space and
+// comments.
+func isBlank(doc string) bool {
+	for line := range strings.Lines(doc) {
+		if line = strings.TrimSpace(line); line != "" && line[0] != '#' {
 			return false
 		}
 	}

@@ -28,6 +28,7 @@ type Metrics struct {
 	reviews  metric.Int64Counter
 	changes  metric.Int64Counter
 	duration metric.Float64Histogram
+	mirror   mirrorInstruments
 
 	// Attribute sets are few (resource x operation x result) and building
 	// one sorts and allocates, so each is built once.
@@ -60,6 +61,9 @@ func New() (*Metrics, error) {
 		metric.WithExplicitBucketBoundaries(0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05)); err != nil {
 		return nil, fmt.Errorf("creating duration histogram: %w", err)
 	}
+	if err := m.mirror.init(meter); err != nil {
+		return nil, err
+	}
 	return m, nil
 }
 
@@ -81,6 +85,7 @@ func (m *Metrics) Observe(ctx context.Context, o admission.Outcome) {
 	for _, c := range o.Changes {
 		m.changes.Add(ctx, 1, m.set("", "", string(c.Kind)))
 	}
+	m.mirror.observe(ctx, o)
 }
 
 func (m *Metrics) set(resource, operation, resultOrKind string) metric.MeasurementOption {

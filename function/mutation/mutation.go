@@ -39,13 +39,19 @@ type Change struct {
 // Describe says what the change does, for warnings; pending selects the
 // audit-mode wording.
 func (c Change) Describe(pending bool) string {
-	verb := "became"
+	verb, set := "became", "set to"
 	if pending {
-		verb = "would become"
+		verb, set = "would become", "would be set to"
 	}
-	s := fmt.Sprintf("%s %q %s %q", c.Kind, c.From, verb, c.To)
-	if c.Kind == KindImage {
+	var s string
+	switch {
+	case c.Kind == KindImage:
 		s = fmt.Sprintf("image %q %s %q", c.From, verb, c.To)
+	case c.From == "":
+		// Nothing was there: "pull-secret "" became ..." reads as a bug.
+		s = fmt.Sprintf("%s %s %q", c.Kind, set, c.To)
+	default:
+		s = fmt.Sprintf("%s %q %s %q", c.Kind, c.From, verb, c.To)
 	}
 	if c.Where != "" {
 		s += " (" + c.Where + ")"

@@ -649,7 +649,7 @@ func TestDescribe(t *testing.T) {
 		{"image done", mutation.Change{Kind: mutation.KindImage, From: "nginx:1.27", To: "r/nginx:1.27", Where: `container "app"`}, false,
 			`image "nginx:1.27" became "r/nginx:1.27" (container "app")`},
 		{"storage class, no where", mutation.Change{Kind: mutation.KindStorageClass, From: "", To: "fast"}, true,
-			`storage-class "" would become "fast"`},
+			`storage-class would be set to "fast"`},
 		{"pull policy", mutation.Change{Kind: mutation.KindPullPolicy, From: "Never", To: "Always", Where: `init container "i"`}, false,
 			`pull-policy "Never" became "Always" (init container "i")`},
 	}

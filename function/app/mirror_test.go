@@ -1,0 +1,85 @@
+package app_test
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mutator-dev/mutator/function/app"
+	"github.com/mutator-dev/mutator/function/config"
+	"github.com/mutator-dev/mutator/function/mirror/mirrortest"
+)
+
+// TestAppMirrorCheck: with MIRROR_CHECK on, the app starts without asking
+// the registry, and a review then does; a bad credentials file stops the
+// start.
+func TestAppMirrorCheck(t *testing.T) {
+	reg := mirrortest.New(t, mirrortest.Options{Username: "robot", Password: "pw"})
+	creds := reg.DockerConfig(t, t.TempDir(), "robot", "pw")
+	broken := filepath.Join(t.TempDir(), "broken.json")
+	if err := os.WriteFile(broken, []byte(`{"auths":`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	body, err := os.ReadFile("../../test/testdata/pod-review.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := config.Config{Registry: reg.Host + "/mirror", ImagePullPolicyToForce: "Always", Mode: config.Enforce, LogLevel: "error",
+		MirrorCheck: true, MirrorCheckTimeout: time.Second, MirrorCheckReviewBudget: 2 * time.Second,
+		MirrorMissing: "deny", MirrorUnreachable: "rewrite", MirrorCacheTTL: time.Minute, MirrorNegativeCacheTTL: time.Minute,
+		MirrorCircuitFailures: 5, MirrorCircuitCooldown: time.Minute}
+	with := func(f func(*config.Config)) config.Config { c := base; f(&c); return c }
+
+	tests := []struct {
+		name       string
+		cfg        config.Config
+		wantNewErr string
+		wantBody   []string // in the review's answer
+	}{
+		{"credentials: missing images denied", with(func(c *config.Config) { c.MirrorCredentials = creds }), "",
+			[]string{`"allowed":false`, `is not in the mirror`, reg.Host + `/mirror/`}},
+		{"no credentials: 401 is unreachable, fail open", base, "", []string{`"allowed":true`, `mirror check failed (error)`}},
+		{"broken credentials file", with(func(c *config.Config) { c.MirrorCredentials = broken }), "mirror credentials", nil},
+		{"absent credentials file", with(func(c *config.Config) { c.MirrorCredentials = filepath.Join(t.TempDir(), "none") }), "mirror credentials", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := reg.Requests()
+			a, err := app.New(context.Background(), tt.cfg)
+			if tt.wantNewErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantNewErr) {
+					t.Fatalf("app.New error %v, want one containing %q", err, tt.wantNewErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer a.Close(context.Background())
+			if n := reg.Requests() - before; n != 0 {
+				t.Fatalf("app.New made %d registry requests, want none", n)
+			}
+			req := httptest.NewRequest(http.MethodPost, "/mutate", bytes.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			rec := httptest.NewRecorder()
+			a.Handler.ServeHTTP(rec, req)
+			if rec.Code != http.StatusOK {
+				t.Fatalf("review answered %d: %.300s", rec.Code, rec.Body)
+			}
+			for _, w := range tt.wantBody {
+				if !strings.Contains(rec.Body.String(), w) {
+					t.Errorf("answer lacks %q: %.600s", w, rec.Body)
+				}
+			}
+			if reg.Requests() == before {
+				t.Error("the review did not ask the registry")
+			}
+		})
+	}
+}

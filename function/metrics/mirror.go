@@ -1,0 +1,50 @@
+package metrics
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/mutator-dev/mutator/function/admission"
+)
+
+// mirrorInstruments count the mirror check's fallbacks from the outcomes.
+// The check's own instruments (checks, lookups, latency, cache, circuit) are
+// package mirror's, on the same MeterProvider.
+type mirrorInstruments struct {
+	fallbacks metric.Int64Counter
+	sets      sync.Map // fallbackKey -> metric.MeasurementOption
+}
+
+type fallbackKey struct{ action, reason string }
+
+func (mi *mirrorInstruments) init(meter metric.Meter) error {
+	var err error
+	if mi.fallbacks, err = meter.Int64Counter("mutator.mirror.fallbacks",
+		metric.WithDescription("Rewritten images whose mirror check did not come back present, by action (deny, original: admitted as written, outside the mirror; warn; rewrite: unchecked) and reason (missing, error, timeout, circuit-open)."),
+		metric.WithUnit("{image}")); err != nil {
+		return fmt.Errorf("creating mirror fallbacks counter: %w", err)
+	}
+	return nil
+}
+
+func (mi *mirrorInstruments) observe(ctx context.Context, o admission.Outcome) {
+	for _, f := range o.MirrorFallbacks {
+		mi.fallbacks.Add(ctx, 1, mi.set(
+			bounded(string(f.Action), "deny", "original", "warn", "rewrite"),
+			bounded(string(f.Reason), "missing", "error", "timeout", "circuit-open")))
+	}
+}
+
+func (mi *mirrorInstruments) set(action, reason string) metric.MeasurementOption {
+	key := fallbackKey{action, reason}
+	if v, ok := mi.sets.Load(key); ok {
+		return v.(metric.MeasurementOption)
+	}
+	v, _ := mi.sets.LoadOrStore(key, metric.WithAttributeSet(attribute.NewSet(
+		attribute.String("action", action), attribute.String("reason", reason))))
+	return v.(metric.MeasurementOption)
+}

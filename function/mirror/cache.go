@@ -1,0 +1,90 @@
+package mirror
+
+import (
+	"container/list"
+	"sync"
+	"time"
+)
+
+// entryOverhead estimates the bytes one cache entry costs beyond its key:
+// the list element (48), the entry (40), the map slot with its string header
+// and pointer (~40) and allocator rounding. It need not be exact, only of the
+// right size, so that MIRROR_CACHE_SIZE bounds memory rather than a count.
+const entryOverhead = 160
+
+// cache is a least-recently-used map from reference to "present or not",
+// each entry with its own expiry, bounded by the bytes of its entries. It is
+// safe for concurrent use; every method is O(1).
+type cache struct {
+	mu    sync.Mutex
+	max   int64 // bytes; entries are evicted from the back beyond it
+	size  int64
+	ll    *list.List // front is most recently used
+	items map[string]*list.Element
+}
+
+type entry struct {
+	key     string
+	present bool
+	expires time.Time
+}
+
+func newCache(maxBytes int64) *cache {
+	return &cache{max: maxBytes, ll: list.New(), items: map[string]*list.Element{}}
+}
+
+func cost(key string) int64 { return int64(len(key)) + entryOverhead }
+
+// get returns the cached answer for key; ok is false when there is none or it
+// has expired (an expired entry is removed).
+func (c *cache) get(key string, now time.Time) (present, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	el, found := c.items[key]
+	if !found {
+		return false, false
+	}
+	e := el.Value.(*entry)
+	if !now.Before(e.expires) {
+		c.remove(el)
+		return false, false
+	}
+	c.ll.MoveToFront(el)
+	return e.present, true
+}
+
+// put stores an answer until expires, evicting the least recently used
+// entries while the cache is over its size. A key that alone is larger than
+// the cache is not stored.
+func (c *cache) put(key string, present bool, expires time.Time) {
+	n := cost(key)
+	if n > c.max {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, found := c.items[key]; found {
+		e := el.Value.(*entry)
+		e.present, e.expires = present, expires
+		c.ll.MoveToFront(el)
+		return
+	}
+	c.items[key] = c.ll.PushFront(&entry{key: key, present: present, expires: expires})
+	c.size += n
+	for c.size > c.max {
+		c.remove(c.ll.Back())
+	}
+}
+
+func (c *cache) remove(el *list.Element) {
+	e := c.ll.Remove(el).(*entry)
+	delete(c.items, e.key)
+	c.size -= cost(e.key)
+}
+
+// stats returns the number of entries and their estimated bytes.
+func (c *cache) stats() (entries int, bytes int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ll.Len(), c.size
+}

@@ -1,0 +1,185 @@
+// Package mirrortest runs a real OCI registry (go-containerregistry's
+// pkg/registry, in process) on 127.0.0.1 for tests of the mirror check, with
+// switches for the failures the check must survive: a registry that hangs,
+// one that answers an error status, one that needs credentials. It counts
+// the requests it gets, so that tests can say how many lookups a check cost.
+package mirrortest
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+)
+
+// Options configure New.
+type Options struct {
+	// Username and Password, when set, are required (HTTP basic) on every
+	// request, as a private mirror would.
+	Username, Password string
+}
+
+// Registry is a registry on loopback, plain HTTP (go-containerregistry
+// speaks plain HTTP to loopback hosts).
+type Registry struct {
+	// Host is host:port, the registry part of its image references.
+	Host string
+
+	server        *httptest.Server
+	opts          Options
+	requests      atomic.Int64
+	manifestHeads atomic.Int64
+
+	mu     sync.Mutex
+	hang   chan struct{} // non-nil: manifest requests wait for it to close
+	status int           // non-zero: every request is answered with it
+}
+
+// New starts a registry; it stops when the test ends.
+func New(tb testing.TB, opts Options) *Registry {
+	tb.Helper()
+	r := &Registry{opts: opts}
+	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	r.server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		r.serve(w, req, inner)
+	}))
+	r.Host = strings.TrimPrefix(r.server.URL, "http://")
+	tb.Cleanup(func() {
+		r.SetHang(false)
+		r.server.Close()
+	})
+	return r
+}
+
+// pushHeader marks Push's own requests, which are not counted.
+const pushHeader = "X-Mirrortest-Push"
+
+func (r *Registry) serve(w http.ResponseWriter, req *http.Request, inner http.Handler) {
+	manifest := strings.Contains(req.URL.Path, "/manifests/")
+	if req.Header.Get(pushHeader) == "" {
+		r.requests.Add(1)
+		if manifest && req.Method == http.MethodHead {
+			r.manifestHeads.Add(1)
+		}
+	}
+	r.mu.Lock()
+	hang, status := r.hang, r.status
+	r.mu.Unlock()
+	if status != 0 {
+		http.Error(w, http.StatusText(status), status)
+		return
+	}
+	if r.opts.Username != "" {
+		user, pass, ok := req.BasicAuth()
+		if !ok || subtle.ConstantTimeCompare([]byte(user), []byte(r.opts.Username)) != 1 ||
+			subtle.ConstantTimeCompare([]byte(pass), []byte(r.opts.Password)) != 1 {
+			w.Header().Set("WWW-Authenticate", `Basic realm="mirrortest"`)
+			http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`, http.StatusUnauthorized)
+			return
+		}
+	}
+	if manifest && hang != nil {
+		select {
+		case <-hang:
+		case <-req.Context().Done():
+			return
+		}
+	}
+	inner.ServeHTTP(w, req)
+}
+
+// SetHang makes manifest requests wait, until the client gives up or
+// SetHang(false): a registry that accepts connections and never answers.
+func (r *Registry) SetHang(on bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case on && r.hang == nil:
+		r.hang = make(chan struct{})
+	case !on && r.hang != nil:
+		close(r.hang)
+		r.hang = nil
+	}
+}
+
+// SetStatus answers every request with status (a 5xx, say); 0 serves again.
+func (r *Registry) SetStatus(status int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.status = status
+}
+
+// Requests is the number of requests served so far, Push's left out.
+func (r *Registry) Requests() int64 { return r.requests.Load() }
+
+// ManifestHeads is the number of HEAD requests for manifests so far: one per
+// lookup of the mirror check. Push's are left out.
+func (r *Registry) ManifestHeads() int64 { return r.manifestHeads.Load() }
+
+// Push uploads a small random image as Host/repoTag ("mirror/app:v1") and
+// returns its reference by digest (Host/mirror/app@sha256:…).
+func (r *Registry) Push(tb testing.TB, repoTag string) string {
+	tb.Helper()
+	ref, err := name.ParseReference(r.Host + "/" + repoTag)
+	if err != nil {
+		tb.Fatalf("mirrortest: parsing %q: %v", repoTag, err)
+	}
+	img, err := random.Image(256, 1)
+	if err != nil {
+		tb.Fatalf("mirrortest: building image: %v", err)
+	}
+	opts := []remote.Option{remote.WithContext(context.Background()), remote.WithTransport(pushTransport{})}
+	if r.opts.Username != "" {
+		opts = append(opts, remote.WithAuth(&authn.Basic{Username: r.opts.Username, Password: r.opts.Password}))
+	}
+	if err := remote.Write(ref, img, opts...); err != nil {
+		tb.Fatalf("mirrortest: pushing %s: %v", ref, err)
+	}
+	d, err := img.Digest()
+	if err != nil {
+		tb.Fatalf("mirrortest: digest: %v", err)
+	}
+	return ref.Context().Digest(d.String()).String()
+}
+
+// pushTransport marks Push's requests so that the counters leave them out.
+type pushTransport struct{}
+
+func (pushTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	req = req.Clone(req.Context())
+	req.Header.Set(pushHeader, "1")
+	return http.DefaultTransport.RoundTrip(req)
+}
+
+// DockerConfig writes a docker config.json (the content of a
+// kubernetes.io/dockerconfigjson Secret) with credentials for this registry
+// into dir and returns its path.
+func (r *Registry) DockerConfig(tb testing.TB, dir, username, password string) string {
+	tb.Helper()
+	auth := base64.StdEncoding.EncodeToString([]byte(username + ":" + password))
+	b, err := json.Marshal(map[string]any{"auths": map[string]any{r.Host: map[string]string{"auth": auth}}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	path := filepath.Join(dir, "config.json")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	return path
+}
