@@ -45,6 +45,7 @@ lint: ## gofmt, go vet, golangci-lint (pinned, built once) and go mod tidy -diff
 test-unit: ## unit tests and short fuzz runs
 	@echo "== unit tests ($$(date +%T))"
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v /test/e2e)
+	cd test/policycel && $(GO) test -count=1 ./...
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=5s
 
 test-e2e: test-bin ## end-to-end tests against a real kube-apiserver and etcd

@@ -32,6 +32,10 @@ const usage = `usage:
   mutator [serve] [flags]  serve admission reviews on PORT (configuration from env)
   mutator mutate -f FILE   print manifests (YAML or JSON, "-" for stdin) mutated
                            as the webhook would mutate them on create
+  mutator krm              run as a KRM function (kustomize, kpt): a ResourceList on
+                           stdin, mutated on stdout
+  mutator policy           print MutatingAdmissionPolicy objects that apply the same
+                           rules without a webhook (kubectl apply -f -)
   mutator version          print the version (also --version)
   mutator help             print this text; "mutator COMMAND -h" for a command's flags
 
@@ -84,6 +88,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 0
 	case "mutate":
 		return mutate(args, stdin, stdout, stderr)
+	case "krm":
+		return krm(args, stdin, stdout, stderr)
+	case "policy":
+		return policyCmd(args, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, version.Get())
 		return 0
@@ -93,6 +101,37 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "mutator: unknown command %q\n%s", cmd, usage)
 	return 2
+}
+
+// krm runs the rules as a KRM function: configuration from env (kustomize's
+// exec functions pass it with "envs"), a ResourceList on stdin and on stdout.
+func krm(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if helpRequested(args) {
+		fmt.Fprint(stdout, "usage: mutator krm\n\n"+
+			"Reads a KRM ResourceList on standard input and writes it to standard output with its\n"+
+			"items mutated as the webhook would mutate them on create; configuration from env.\n"+
+			"Changes are info results, refused images error results (exit status 1).\n")
+		return 0
+	}
+	if len(args) > 0 {
+		fmt.Fprintf(stderr, "mutator krm: unexpected arguments %q\n", args)
+		return 2
+	}
+	cfg, err := config.Load()
+	if err != nil {
+		fmt.Fprintln(stderr, "mutator:", err)
+		return 1
+	}
+	m, err := manifests.New(cfg)
+	if err != nil {
+		fmt.Fprintln(stderr, "mutator:", err)
+		return 1
+	}
+	if err := m.ResourceList(stdin, stdout); err != nil {
+		fmt.Fprintln(stderr, "mutator:", err)
+		return 1
+	}
+	return 0
 }
 
 // helpRequested reports whether args ask for help, so that the usage goes
@@ -226,7 +265,7 @@ func mutate(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 1
 	}
 	for _, c := range res.Changes {
-		fmt.Fprintln(stderr, c.Describe(false))
+		fmt.Fprintln(stderr, c)
 	}
 	fmt.Fprintf(stderr, "mutator: %d of %d documents changed\n", res.Changed, res.Documents)
 	if len(res.Problems) > 0 {

@@ -1,0 +1,307 @@
+package policy
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/distribution/reference"
+
+	"github.com/mutator-dev/mutator/function/config"
+	"github.com/mutator-dev/mutator/function/images"
+)
+
+// This file ports the webhook's image decision (images.Rewriter.Rewrite) to
+// CEL, step by step, so that the API server reaches the same answer for
+// every string without a webhook. Each step names the Go code it mirrors;
+// the unit tests evaluate the result against images.Rewriter on the fuzz
+// corpora and the e2e parity test on a real kube-apiserver.
+//
+// Kubernetes' CEL environment has no cel.bind, so a value used more than
+// once is bound with a one-element comprehension: [value].map(name, body)[0].
+// Its environment also requires homogeneous list and map literals, so the
+// parser returns a list of strings, not a record.
+
+// let binds name to value in body.
+func let(name, value, body string) string {
+	return "[" + value + "].map(" + name + ", " + body + ")[0]"
+}
+
+// lit is a CEL string literal for s. Go's quoting is a subset of CEL's
+// escape syntax (\a \b \f \n \r \t \v \\ \" \xHH \uHHHH \UHHHHHHHH).
+func lit(s string) string { return strconv.Quote(s) }
+
+// raw is a CEL raw string literal for a regular expression, so that its
+// backslashes reach RE2 unchanged.
+func raw(re string) string {
+	if strings.ContainsAny(re, "\"\n") {
+		// Never true of the patterns below; a raw literal cannot hold them.
+		panic(fmt.Sprintf("policy: pattern %q cannot be a raw CEL string", re))
+	}
+	return `r"` + re + `"`
+}
+
+// litList is a CEL list literal of strings.
+func litList(items []string) string {
+	q := make([]string, len(items))
+	for i, s := range items {
+		q[i] = lit(s)
+	}
+	return "[" + strings.Join(q, ", ") + "]"
+}
+
+// The grammar of github.com/distribution/reference in pieces small enough
+// for the API server: CEL compiles the pattern of every matches() call on
+// each evaluation (its cost tracking keeps cel-go from precompiling
+// constant patterns), and RE2 compiles a counted repetition such as
+// {0,127} or {64} by unrolling it, so the library's ReferenceRegexp costs
+// 0.3 ms to compile while these cost 0.1 ms together. The unit tests
+// check that they reassemble into reference.ReferenceRegexp.
+var (
+	// domainPattern is DomainRegexp (host with optional port), anchored:
+	// a name's first component is its domain when it matches.
+	domainPattern = "^(?:" + reference.DomainRegexp.String() + ")$"
+)
+
+const (
+	// pathComponent is one component of a repository path.
+	pathComponent = `[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*`
+	// remoteNamePattern is a repository path, anchored.
+	remoteNamePattern = `^` + pathComponent + `(?:/` + pathComponent + `)*$`
+	// pathComponentPattern is a single component, anchored.
+	pathComponentPattern = `^` + pathComponent + `$`
+	// tagPattern is the tag grammar [\w][\w.-]{0,127} without its bound,
+	// which maxTagLength checks.
+	tagPattern   = `^\w[\w.-]*$`
+	maxTagLength = 128
+	// hexPattern is lower-case hex: with a length check, the image ID test
+	// at the start of ParseNormalizedNamed ([a-f0-9]{64}) and the encoded
+	// part of a digest.
+	hexPattern = `^[a-f0-9]+$`
+)
+
+// digestExpr is what digest.Parse accepts for the digest expression dg
+// once the reference grammar holds: an algorithm the webhook binary links
+// (sha256, sha384, sha512 from crypto/sha256 and crypto/sha512) with
+// exactly its length of lower-case hex digits. It implies the reference
+// grammar's digest pattern.
+func digestExpr(dg string) string {
+	return "((" + dg + ".startsWith('sha256:') && size(" + dg + ") == 71) || (" + dg + ".startsWith('sha384:') && size(" + dg + ") == 103) || (" +
+		dg + ".startsWith('sha512:') && size(" + dg + ") == 135)) && " + dg + ".substring(7).matches(" + raw(hexPattern) + ")"
+}
+
+// parseExpr is reference.ParseNormalizedNamed applied to the string
+// expression x: [] when x does not parse, else [domain, path, tag, digest]
+// (reference.Domain, reference.Path, the tag or "", the digest or ""), and
+// the domain's images.CanonicalDomain.
+func parseExpr(x string) string {
+	// splitDockerDomain: the first component is a registry host when it is
+	// "localhost", has a '.' or a ':', or has an upper-case letter
+	// (lowerAscii suffices: a string with any non-ASCII character fails the
+	// grammar below whichever branch it takes); index.docker.io is
+	// docker.io; a docker.io path of one component is under library/.
+	split := x + ".indexOf('/') < 0 ? ['docker.io', 'library/' + " + x + "] : " +
+		let("m", "["+x+".substring(0, "+x+".indexOf('/')), "+x+".substring("+x+".indexOf('/') + 1)]",
+			"m[0] == 'index.docker.io' ? ['docker.io', m[1].contains('/') ? m[1] : 'library/' + m[1]] : "+
+				"(m[0] == 'localhost' || m[0].contains('.') || m[0].contains(':') || m[0].lowerAscii() != m[0]) ? "+
+				"(m[0] == 'docker.io' && !m[1].contains('/') ? ['docker.io', 'library/' + m[1]] : m) : "+
+				"['docker.io', "+x+"]")
+	// The grammar name(:tag)?(@digest)? on full, taken apart: name and tag
+	// have no '@' and a digest none, so the digest follows the first '@';
+	// a ':' after the last '/' starts the tag (a port's ':' is always
+	// followed by a '/'). The name's first component is its domain when it
+	// is a host (anchoredNameRegexp prefers the optional domain group),
+	// else the whole name is the path of an empty domain, which takes a
+	// first component that is a path component.
+	grammar := let("left", "full.indexOf('@') < 0 ? full : full.substring(0, full.indexOf('@'))",
+		let("dg", "full.indexOf('@') < 0 ? '' : full.substring(full.indexOf('@') + 1)",
+			"full.indexOf('@') >= 0 && !("+digestExpr("dg")+") ? [] : "+
+				let("lc", "left.lastIndexOf(':') > left.lastIndexOf('/') ? left.lastIndexOf(':') : -1",
+					let("tag", "lc < 0 ? '' : left.substring(lc + 1)",
+						"lc >= 0 && !(size(tag) <= "+strconv.Itoa(maxTagLength)+" && tag.matches("+raw(tagPattern)+")) ? [] : "+
+							let("name", "lc < 0 ? left : left.substring(0, lc)",
+								let("fc", "name.substring(0, name.indexOf('/'))",
+									let("rest", "name.substring(name.indexOf('/') + 1)",
+										"!rest.matches("+raw(remoteNamePattern)+") ? [] : "+
+											let("dp", "fc.matches("+raw(domainPattern)+") ? [fc, rest] : fc.matches("+raw(pathComponentPattern)+") ? ['', name] : []",
+												// Parse: the path is at most 255 characters
+												// (ASCII, so size counts bytes).
+												"size(dp) == 0 || size(dp[1]) > "+strconv.Itoa(reference.RepositoryNameTotalLengthMax)+" ? [] : "+
+													"[dp[0], dp[1], tag, dg, "+canonicalDomainExpr("dp[0]")+"]"))))))))
+	// The repository part before any ':' must be lower case.
+	rem := "(sp[1].indexOf(':') < 0 ? sp[1] : sp[1].substring(0, sp[1].indexOf(':')))"
+	return "size(" + x + ") == 64 && " + x + ".matches(" + raw(hexPattern) + ") ? [] : " +
+		let("sp", split,
+			rem+".lowerAscii() != "+rem+" ? [] : "+let("full", "sp[0] + '/' + sp[1]", grammar))
+}
+
+// canonicalDomainExpr is images.CanonicalDomain of the domain expression d:
+// lower case, no explicit :443, index.docker.io as docker.io. A parsed
+// domain is ASCII, so lowerAscii is strings.ToLower.
+func canonicalDomainExpr(d string) string {
+	l := d + ".lowerAscii()"
+	return "(" + l + " == 'index.docker.io' || " + l + " == 'index.docker.io:443' ? 'docker.io' : " +
+		l + ".endsWith(':443') ? " + l + ".substring(0, size(" + d + ") - 4) : " + l + ")"
+}
+
+// rules is the image configuration in the form the expressions need.
+type rules struct {
+	registry string            // REGISTRY, "" when unset
+	bySource map[string]string // REGISTRY_MAP canonical source -> target
+	fallback string            // REGISTRY_MAP "*" target
+	allowed  []string          // canonical prefixes images may stay under
+}
+
+func (r rules) enabled() bool { return r.registry != "" || r.fallback != "" || len(r.bySource) > 0 }
+
+// allowedExpr is images.Rewriter.Allowed for the canonical name expression
+// n, evaluated once per prefix: equal to an allowed prefix or below it at a
+// component boundary. allowed is the expression of the prefix list.
+func allowedExpr(allowed, n string) string {
+	return allowed + ".exists(a, " + n + " == a || " + n + ".startsWith(a + '/'))"
+}
+
+// Constant names: the configuration's literals, which the policies bind
+// once as variables, since CEL builds a literal anew at every evaluation.
+const (
+	constAllowed = "allowedPrefixes"
+	constTargets = "targets"
+	constMap     = "registryMap"
+)
+
+// constants returns the literals rewriteExpr refers to, by name, in the
+// order they are declared.
+func (r rules) constants() ([][2]string, error) {
+	info := make([]string, 0, len(r.targets()))
+	for _, t := range r.targets() {
+		ti, err := targetInfo(t)
+		if err != nil {
+			return nil, err
+		}
+		info = append(info, lit(t)+": "+litList(ti))
+	}
+	out := [][2]string{{constAllowed, litList(r.allowed)}, {constTargets, "{" + strings.Join(info, ", ") + "}"}}
+	if len(r.bySource) > 0 {
+		keys := make([]string, 0, len(r.bySource))
+		for k := range r.bySource {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		entries := make([]string, len(keys))
+		for i, k := range keys {
+			entries[i] = lit(k) + ": " + lit(r.bySource[k])
+		}
+		out = append(out, [2]string{constMap, "{" + strings.Join(entries, ", ") + "}"})
+	}
+	return out, nil
+}
+
+// targets returns REGISTRY and the map targets.
+func (r rules) targets() []string {
+	var out []string
+	if r.registry != "" {
+		out = append(out, r.registry)
+	}
+	if r.fallback != "" {
+		out = append(out, r.fallback)
+	}
+	for _, t := range r.bySource {
+		out = append(out, t)
+	}
+	sort.Strings(out)
+	return slices.Compact(out)
+}
+
+// targetInfo describes how the parser reads a rewrite under target T, T +
+// "/" + S, where S is a repository path P with the tag and digest of a
+// parsed image: [canonical domain, path prefix, "y" when P alone is
+// Docker Hub's library/P]. It is what ParseNormalizedNamed makes of T
+// itself (T + "/x/x", as images.CanonicalPrefix does).
+//
+// The webhook parses every rewrite again; the policy need not, which
+// halves its cost. T is a validated registry (images.ValidateRegistry: a
+// host, then lower-case path components) and S is made of parts of a
+// reference that parsed, so the rewrite's domain and path prefix are T's,
+// its path is prefix/P (library/P when T is a bare docker.io or
+// index.docker.io and P has one component), and it parses exactly when
+// that path has at most 255 characters. The unit tests compare both
+// against images.Rewriter.
+func targetInfo(target string) ([]string, error) {
+	const probe = "/x/x"
+	named, err := reference.ParseNormalizedNamed(target + probe)
+	if err != nil {
+		return nil, fmt.Errorf("registry %q: %w", target, err)
+	}
+	host, _, _ := strings.Cut(target, "/")
+	hub := ""
+	if !strings.Contains(target, "/") && (host == "docker.io" || host == "index.docker.io") {
+		hub = "y"
+	}
+	// The path is "x/x" or the prefix and "/x/x".
+	prefix := strings.TrimSuffix(strings.TrimSuffix(reference.Path(named), probe[1:]), "/")
+	return []string{images.CanonicalDomain(reference.Domain(named)), prefix, hub}, nil
+}
+
+// rewriteExpr is images.Rewriter.Rewrite of the string expression x:
+// [image to pull] ([x] when it stays), or [] when the webhook refuses it
+// (a *images.RefusedError). ref returns the expression of a constant.
+func (r rules) rewriteExpr(x string, ref func(name string) string) string {
+	allowed := ref(constAllowed)
+	// mapped: the target of the image's registry, else the "*" target.
+	target := lit(r.fallback)
+	if len(r.bySource) > 0 {
+		m := ref(constMap)
+		target = "(p[4] in " + m + " ? " + m + "[p[4]] : " + lit(r.fallback) + ")"
+	}
+	tagDigest := "(p[2] != '' ? ':' + p[2] : '') + (p[3] != '' ? '@' + p[3] : '')"
+	// [T, S]: under a map target the normalised path, tag and digest;
+	// else the core rule: a first component that is the parsed domain (or
+	// index.docker.io) is replaced with REGISTRY, else REGISTRY is
+	// prepended; tag and digest stay as written. ['', ''] when neither
+	// applies (a REGISTRY_MAP without "*" and no REGISTRY).
+	core := "['', '']"
+	if r.registry != "" {
+		first := x + ".substring(0, " + x + ".indexOf('/'))"
+		core = "[" + lit(r.registry) + ", " + x + ".indexOf('/') >= 0 && (" + first + " == p[0] || " + first + " == 'index.docker.io') ? " +
+			x + ".substring(" + x + ".indexOf('/') + 1) : " + x + "]"
+	}
+	ts := target + " != '' ? [" + target + ", p[1] + " + tagDigest + "] : " + core
+	// The rewrite's path (see targetInfo): T's path prefix and P, which is
+	// S without tag and digest; at most 255 characters.
+	ti := ref(constTargets) + "[ts[0]]"
+	check := let("pp", "ts[1].substring(0, size(ts[1]) - (p[2] != '' ? size(p[2]) + 1 : 0) - (p[3] != '' ? size(p[3]) + 1 : 0))",
+		let("po", "("+ti+"[1] != '' ? "+ti+"[1] + '/' : ("+ti+"[2] != '' && !pp.contains('/') ? 'library/' : '')) + pp",
+			"size(po) <= "+strconv.Itoa(reference.RepositoryNameTotalLengthMax)+" && "+allowedExpr(allowed, "("+ti+"[0] + '/' + po)")+
+				" ? [ts[0] + '/' + ts[1]] : []"))
+	return x + " == '' ? [" + x + "] : " +
+		// Longer than any pullable reference: refused unparsed. bytes()
+		// counts what len() counts in Go.
+		"size(bytes(" + x + ")) > " + strconv.Itoa(images.MaxReferenceLength) + " ? [] : " +
+		let("p", parseExpr(x),
+			"size(p) == 0 || "+allowedExpr(allowed, "(p[4] + '/' + p[1])")+" ? ["+x+"] : "+
+				let("ts", ts, "ts[0] == '' ? ["+x+"] : "+check))
+}
+
+// ImageExpression returns the CEL expression the policies evaluate for an
+// image, with the configuration's constants written in, for the string
+// expression x: [image to pull] ([x] when it stays), [] when the webhook
+// would refuse it, and "" when cfg has no image rules. It exists so that
+// tests can evaluate the port against images.Rewriter with a CEL library
+// of their own (test/policycel), without one in this module.
+func ImageExpression(cfg config.Config, x string) (string, error) {
+	r, err := imageRules(cfg)
+	if err != nil || !r.enabled() {
+		return "", err
+	}
+	consts, err := r.constants()
+	if err != nil {
+		return "", err
+	}
+	byName := map[string]string{}
+	for _, kv := range consts {
+		byName[kv[0]] = "(" + kv[1] + ")"
+	}
+	return r.rewriteExpr(x, func(name string) string { return byName[name] }), nil
+}

@@ -1,0 +1,364 @@
+package policy
+
+import (
+	"errors"
+	"os"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/distribution/reference"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/mutator-dev/mutator/function/config"
+)
+
+// load reads env into a Config through config.Load, on an environment
+// cleared of every variable Config reads.
+func load(t *testing.T, env map[string]string) config.Config {
+	t.Helper()
+	typ := reflect.TypeFor[config.Config]()
+	for i := range typ.NumField() {
+		if name := typ.Field(i).Tag.Get("envconfig"); name != "" {
+			t.Setenv(name, "") // registers the restore
+			if err := os.Unsetenv(name); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+	cfg, err := config.Load()
+	if err != nil {
+		t.Fatalf("config.Load with %v: %v", env, err)
+	}
+	return cfg
+}
+
+var all = map[string]string{
+	"REGISTRY":                   "registry.example.com/mirror",
+	"IGNORED_REGISTRIES":         "registry.k8s.io",
+	"IMAGE_PULL_SECRET":          "regcred",
+	"FORCE_IMAGE_PULL_POLICY":    "true",
+	"IMAGE_PULL_POLICY_TO_FORCE": "IfNotPresent",
+	"DEFAULT_STORAGE_CLASS":      "standard",
+	"EXCLUDE_NAMESPACES":         "team-a, team-b",
+}
+
+func with(base map[string]string, more map[string]string) map[string]string {
+	out := map[string]string{}
+	for k, v := range base {
+		out[k] = v
+	}
+	for k, v := range more {
+		out[k] = v
+	}
+	return out
+}
+
+// TestPatternsAreTheLibrarys reassembles the grammar pieces the policies use
+// into the library's ReferenceRegexp: the pieces cannot drift from the
+// parser the webhook uses without this test failing. The tag and digest
+// patterns are the library's as written; the expressions check their
+// bounds by length instead (see digestExpr and tagPattern).
+func TestPatternsAreTheLibrarys(t *testing.T) {
+	const (
+		tag    = `[\w][\w.-]{0,127}`
+		digest = `[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*[:][[:xdigit:]]{32,}`
+	)
+	domain := strings.TrimSuffix(strings.TrimPrefix(domainPattern, "^(?:"), ")$")
+	remote := strings.TrimSuffix(strings.TrimPrefix(remoteNamePattern, "^"), "$")
+	got := "^((?:" + domain + "/)?" + remote + ")(?::(" + tag + "))?(?:@(" + digest + "))?$"
+	if want := reference.ReferenceRegexp.String(); got != want {
+		t.Errorf("reassembled reference pattern differs from the library's:\n got %s\nwant %s", got, want)
+	}
+	if want := `^` + pathComponent + `$`; pathComponentPattern != want {
+		t.Errorf("pathComponentPattern = %s, want %s", pathComponentPattern, want)
+	}
+	if strings.TrimSuffix(strings.TrimPrefix(tagPattern, `^\w[\w.-]*`), "$") != "" || maxTagLength != 128 {
+		t.Errorf("tagPattern %s / maxTagLength %d are not the bounded-free form of %s", tagPattern, maxTagLength, tag)
+	}
+}
+
+func TestGenerateRefusals(t *testing.T) {
+	tests := []struct {
+		name string
+		env  map[string]string
+		want []string // each in the refusal
+	}{
+		{"audit mode", with(all, map[string]string{"MODE": "audit"}), []string{"MODE=audit"}},
+		{"warnings", with(all, map[string]string{"WARNINGS": "true"}), []string{"WARNINGS=true"}},
+		{"CloudEvents", with(all, map[string]string{"K_SINK": "http://sink.example.com"}), []string{"K_SINK"}},
+		{"mirror check", with(all, map[string]string{"MIRROR_CHECK": "true"}), []string{"MIRROR_CHECK=true"}},
+		{"all at once", with(all, map[string]string{"MODE": "audit", "WARNINGS": "true", "K_SINK": "http://s"}), []string{"MODE=audit", "WARNINGS=true", "K_SINK"}},
+		{"registry host beyond DNS", map[string]string{"REGISTRY": strings.Repeat("a", 250) + ".example.com/m"}, []string{"longer than 259 characters"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			set, err := Generate(load(t, tt.env))
+			var refused *RefusedError
+			if !errors.As(err, &refused) {
+				t.Fatalf("Generate = (%v, %v), want a *RefusedError", set, err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("refusal %q does not name %q", err, w)
+				}
+			}
+			if len(refused.Reasons) != len(tt.want) {
+				t.Errorf("refusal has %d reasons, want %d: %q", len(refused.Reasons), len(tt.want), refused.Reasons)
+			}
+		})
+	}
+	t.Run("nothing configured", func(t *testing.T) {
+		if _, err := Generate(load(t, nil)); !errors.Is(err, ErrNothingToDo) {
+			t.Errorf("Generate of an empty configuration: %v, want ErrNothingToDo", err)
+		}
+	})
+	t.Run("server settings are not refused", func(t *testing.T) {
+		env := with(all, map[string]string{"METRICS_PORT": "9999", "PORT": "8443", "LOG_LEVEL": "debug", "SHUTDOWN_DELAY": "5s"})
+		if _, err := Generate(load(t, env)); err != nil {
+			t.Errorf("Generate with server settings: %v", err)
+		}
+	})
+}
+
+// TestGenerateObjects checks which objects each configuration needs and
+// how they are wired.
+func TestGenerateObjects(t *testing.T) {
+	tests := []struct {
+		name                 string
+		env                  map[string]string
+		pods, pvcs, prov     bool
+		conditions           []string // matchConditions of the Pod policies
+		inMutation, notInMut []string // substrings of the Pod mutation
+	}{
+		{"everything", all, true, true, true, []string{"not-in-exclude-namespaces", "not-a-mirror-pod"},
+			[]string{"variables.rewrites", `"IfNotPresent"`, `"regcred"`, "'/spec/imagePullSecrets'"}, []string{"imagePullSecrets/-"}},
+		{"append", with(all, map[string]string{"IMAGE_PULL_SECRET_APPEND": "true"}), true, true, true, nil,
+			[]string{"'/spec/imagePullSecrets/-'"}, nil},
+		{"images only", map[string]string{"REGISTRY": "r.example.com"}, true, false, true, []string{"not-a-mirror-pod"},
+			[]string{"variables.rewrites"}, []string{"imagePullSecrets", "r.policy"}},
+		{"registry map", map[string]string{"REGISTRY_MAP": "docker.io=harbor.example.com/hub"}, true, false, true, nil,
+			[]string{"variables.rewrites"}, nil},
+		{"pull policy only", map[string]string{"FORCE_IMAGE_PULL_POLICY": "true"}, true, false, false, nil,
+			[]string{`"Always"`}, []string{"variables.rewrites"}},
+		{"storage class only", map[string]string{"DEFAULT_STORAGE_CLASS": "fast"}, false, true, false, nil, nil, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			set, err := Generate(load(t, tt.env))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (set.Pods != nil) != tt.pods || (set.PVCs != nil) != tt.pvcs || (set.Provenance != nil) != tt.prov {
+				t.Fatalf("objects: pods %v, pvcs %v, provenance %v; want %v, %v, %v", set.Pods != nil, set.PVCs != nil, set.Provenance != nil, tt.pods, tt.pvcs, tt.prov)
+			}
+			if set.Pods != nil {
+				checkMutating(t, set.Pods, set.PodsBinding)
+				var names []string
+				for _, c := range set.Pods.Spec.MatchConditions {
+					names = append(names, c.Name)
+				}
+				for _, c := range tt.conditions {
+					if !slices.Contains(names, c) {
+						t.Errorf("pod policy matchConditions %q lack %q", names, c)
+					}
+				}
+				if len(set.Pods.Spec.Mutations) != 1 {
+					t.Fatalf("pod policy has %d mutations, want 1 (a second one would reinvoke the first)", len(set.Pods.Spec.Mutations))
+				}
+				expr := set.Pods.Spec.Mutations[0].JSONPatch.Expression
+				for _, s := range tt.inMutation {
+					if !strings.Contains(expr, s) {
+						t.Errorf("pod mutation lacks %q:\n%s", s, expr)
+					}
+				}
+				for _, s := range tt.notInMut {
+					if strings.Contains(expr, s) {
+						t.Errorf("pod mutation contains %q:\n%s", s, expr)
+					}
+				}
+				checkPodRules(t, set.Pods.Spec.MatchConstraints)
+			}
+			if set.PVCs != nil {
+				checkMutating(t, set.PVCs, set.PVCsBinding)
+				expr := set.PVCs.Spec.Mutations[0].JSONPatch.Expression
+				for _, s := range []string{"has(object.spec.storageClassName)", "volume.beta.kubernetes.io/storage-class", `"` + tt.env["DEFAULT_STORAGE_CLASS"] + `"`} {
+					if !strings.Contains(expr, s) {
+						t.Errorf("PVC mutation lacks %q:\n%s", s, expr)
+					}
+				}
+				ops := set.PVCs.Spec.MatchConstraints.ResourceRules[0].Operations
+				if !reflect.DeepEqual(ops, []admissionregistrationv1.OperationType{admissionregistrationv1.Create}) {
+					t.Errorf("PVC policy operations %v, want CREATE only", ops)
+				}
+			}
+			if set.Provenance != nil {
+				p, b := set.Provenance, set.ProvenanceBinding
+				if b.Spec.PolicyName != p.Name || !slices.Equal(b.Spec.ValidationActions, []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny}) {
+					t.Errorf("provenance binding %+v does not deny with policy %s", b.Spec, p.Name)
+				}
+				if *p.Spec.FailurePolicy != admissionregistrationv1.Fail || len(p.Spec.Validations) != 1 || *p.Spec.Validations[0].Reason != metav1.StatusReasonForbidden {
+					t.Errorf("provenance policy %+v: want failurePolicy Fail and one Forbidden validation", p.Spec)
+				}
+				checkScope(t, b.Spec.MatchResources)
+				checkPodRules(t, p.Spec.MatchConstraints)
+			}
+			checkYAML(t, set)
+		})
+	}
+}
+
+func checkMutating(t *testing.T, p *admissionregistrationv1.MutatingAdmissionPolicy, b *admissionregistrationv1.MutatingAdmissionPolicyBinding) {
+	t.Helper()
+	if b.Spec.PolicyName != p.Name {
+		t.Errorf("binding %s names policy %q, want %q", b.Name, b.Spec.PolicyName, p.Name)
+	}
+	if p.Spec.FailurePolicy == nil || *p.Spec.FailurePolicy != admissionregistrationv1.Fail {
+		t.Errorf("policy %s: failurePolicy %v, want Fail like the webhook", p.Name, p.Spec.FailurePolicy)
+	}
+	for _, m := range p.Spec.Mutations {
+		if m.PatchType != admissionregistrationv1.PatchTypeJSONPatch || m.JSONPatch == nil || m.JSONPatch.Expression == "" {
+			t.Errorf("policy %s: mutation %+v is not a JSON patch", p.Name, m)
+		}
+	}
+	checkScope(t, b.Spec.MatchResources)
+}
+
+// checkScope: every binding leaves kube-system and opted-out namespaces alone.
+func checkScope(t *testing.T, m *admissionregistrationv1.MatchResources) {
+	t.Helper()
+	want := []metav1.LabelSelectorRequirement{
+		{Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"kube-system"}},
+		{Key: IgnoreLabel, Operator: metav1.LabelSelectorOpNotIn, Values: []string{"true"}},
+	}
+	if m == nil || m.NamespaceSelector == nil || !reflect.DeepEqual(m.NamespaceSelector.MatchExpressions, want) {
+		t.Errorf("binding scope %+v, want namespaceSelector %+v", m, want)
+	}
+}
+
+// checkPodRules: CREATE and UPDATE of pods, UPDATE of pods/ephemeralcontainers.
+func checkPodRules(t *testing.T, m *admissionregistrationv1.MatchResources) {
+	t.Helper()
+	got := map[string][]admissionregistrationv1.OperationType{}
+	for _, r := range m.ResourceRules {
+		for _, res := range r.Resources {
+			got[res] = r.Operations
+		}
+	}
+	want := map[string][]admissionregistrationv1.OperationType{
+		"pods":                     {admissionregistrationv1.Create, admissionregistrationv1.Update},
+		"pods/ephemeralcontainers": {admissionregistrationv1.Update},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("pod policy rules %v, want %v", got, want)
+	}
+}
+
+// checkYAML: the printed stream decodes strictly into the same objects.
+func checkYAML(t *testing.T, set *Set) {
+	t.Helper()
+	out, err := set.YAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs := strings.Split(string(out), "\n---\n")[1:]
+	objs := set.Objects()
+	if len(docs) != len(objs) {
+		t.Fatalf("YAML has %d documents, want %d", len(docs), len(objs))
+	}
+	for i, doc := range docs {
+		fresh := reflect.New(reflect.TypeOf(objs[i]).Elem()).Interface()
+		if err := yaml.UnmarshalStrict([]byte(doc), fresh); err != nil {
+			t.Fatalf("document %d: %v", i, err)
+		}
+		if !reflect.DeepEqual(fresh, objs[i]) {
+			t.Errorf("document %d does not decode into the object it was printed from", i)
+		}
+	}
+}
+
+// TestTargetInfo pins how the parser reads a rewrite under each kind of
+// target (see targetInfo).
+func TestTargetInfo(t *testing.T) {
+	tests := []struct {
+		target string
+		want   []string
+	}{
+		{"registry.example.com/mirror", []string{"registry.example.com", "mirror", ""}},
+		{"r.example.com", []string{"r.example.com", "", ""}},
+		{"Registry.Example.com:443/a/b", []string{"registry.example.com", "a/b", ""}},
+		{"docker.io", []string{"docker.io", "", "y"}},
+		{"index.docker.io", []string{"docker.io", "", "y"}},
+		{"docker.io/mirror", []string{"docker.io", "mirror", ""}},
+		{"localhost:5000", []string{"localhost:5000", "", ""}},
+		// Not a host to the parser: the whole name is the path.
+		{"a_b.com/x", []string{"", "a_b.com/x", ""}},
+	}
+	for _, tt := range tests {
+		got, err := targetInfo(tt.target)
+		if err != nil || !slices.Equal(got, tt.want) {
+			t.Errorf("targetInfo(%q) = %q, %v; want %q", tt.target, got, err, tt.want)
+		}
+	}
+}
+
+// TestExpressionsAreClosed: every comprehension a rewrite binds is closed
+// and the literals are CEL-quoted; a cheap guard against a broken template
+// before the API server (or the e2e test) compiles it.
+func TestExpressionsAreClosed(t *testing.T) {
+	set, err := Generate(load(t, with(all, map[string]string{"REGISTRY_MAP": "quay.io=q.example.com/quay,*=o.example.com", "EXCLUDE_NAMESPACES": `we"ird`})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var exprs []string
+	for _, v := range set.Pods.Spec.Variables {
+		exprs = append(exprs, v.Expression)
+	}
+	for _, c := range set.Pods.Spec.MatchConditions {
+		exprs = append(exprs, c.Expression)
+	}
+	exprs = append(exprs, set.Pods.Spec.Mutations[0].JSONPatch.Expression, set.Provenance.Spec.Validations[0].MessageExpression)
+	for _, e := range exprs {
+		if depth := balance(e); depth != 0 {
+			t.Errorf("unbalanced brackets (%d) in %s", depth, e)
+		}
+	}
+	if !strings.Contains(set.Pods.Spec.MatchConditions[0].Expression, `"we\"ird"`) {
+		t.Errorf("namespace not quoted: %s", set.Pods.Spec.MatchConditions[0].Expression)
+	}
+}
+
+// balance returns the bracket depth at the end of a CEL expression, skipping
+// string literals.
+func balance(expr string) int {
+	depth := 0
+	var quote byte
+	raw := false
+	for i := 0; i < len(expr); i++ {
+		ch := expr[i]
+		if quote != 0 {
+			switch {
+			case ch == '\\' && !raw:
+				i++
+			case ch == quote:
+				quote = 0
+			}
+			continue
+		}
+		switch ch {
+		case '\'', '"':
+			quote, raw = ch, i > 0 && expr[i-1] == 'r'
+		case '(', '[', '{':
+			depth++
+		case ')', ']', '}':
+			depth--
+		}
+	}
+	return depth
+}

@@ -1,0 +1,160 @@
+// Package policycel evaluates the image expression of `mutator policy` with
+// cel-go, configured like Kubernetes' CEL environment (k8s.io/apiserver
+// pkg/cel/environment), against images.Rewriter, the webhook's own rules:
+// the fuzz corpora, the README's cases and generated strings, under
+// configurations with every kind of target. The e2e parity test checks
+// the same on a real kube-apiserver for a smaller corpus.
+package policycel
+
+import (
+	"bufio"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/google/cel-go/cel"
+	"github.com/google/cel-go/ext"
+
+	"github.com/mutator-dev/mutator/function/config"
+	"github.com/mutator-dev/mutator/function/images"
+	"github.com/mutator-dev/mutator/function/policy"
+)
+
+// env is the part of Kubernetes' base CEL environment (1.36) the
+// expressions use, with its literal rules and cost tracking.
+func env(t testing.TB) *cel.Env {
+	t.Helper()
+	e, err := cel.NewEnv(
+		cel.HomogeneousAggregateLiterals(), cel.OptionalTypes(), cel.CrossTypeNumericComparisons(true),
+		ext.Strings(ext.StringsVersion(2)), ext.Sets(), ext.TwoVarComprehensions(), ext.Lists(ext.ListsVersion(3)),
+		cel.ASTValidators(cel.ValidateRegexLiterals(), cel.ValidateHomogeneousAggregateLiterals()),
+		cel.Variable("x", cel.StringType),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// corpus returns the string inputs of the rewriter's fuzz corpus.
+func corpus(t *testing.T) []string {
+	t.Helper()
+	files, err := filepath.Glob("../../function/images/testdata/fuzz/FuzzRewrite/*")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no fuzz corpus (%v)", err)
+	}
+	var out []string
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(strings.NewReader(string(b)))
+		for sc.Scan() {
+			if arg, ok := strings.CutPrefix(sc.Text(), "string("); ok {
+				if s, err := strconv.Unquote(strings.TrimSuffix(arg, ")")); err == nil {
+					out = append(out, s)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// cases are the README's examples and the edges of the port.
+var cases = []string{
+	"", "nginx", "nginx:1.27", "bitnami/redis:7", "ghcr.io/org/app:v1", "localhost:5000/x", "Evil/payload:1", "LOCALHOST/x:1",
+	"app@sha256:" + strings.Repeat("a", 64), "registry.example.com/mirror/nginx:1.27", "R.Example.com:443/mirror/nginx:1.27",
+	"r.example.com.evil.io/x", "registry.k8s.io/pause:3.10", "docker.io/nginx", "library/nginx", "Not A Valid/Image",
+	"evil.io/" + strings.Repeat("a", 250), "evil.example.com/" + strings.Repeat("a", 250) + ":1", strings.Repeat("a", 64),
+	strings.Repeat("a", 63), "a_b.com/x", "Docker.io/nginx", "index.docker.io/nginx", "INDEX.docker.io/nginx", "index.docker.io:443/x/y",
+	"quay.io/argoproj/argocd:v2", "quay.io:443/a", "[::1]:5000/x", "[::1]/x", "x@sha384:" + strings.Repeat("b", 96),
+	"x@sha512:" + strings.Repeat("c", 128), "x@md5:" + strings.Repeat("c", 32), "x@sha256:" + strings.Repeat("A", 64),
+	"x:tag@sha256:" + strings.Repeat("a", 64), "Evil.com/x", "é/x", "x/é", "harbor.example.com/dockerhub/library/nginx",
+	"a/B", "a:b/c", "a.b/c:d:e", "foo/bar:" + strings.Repeat("t", 128), "foo/bar:" + strings.Repeat("t", 129),
+	strings.Repeat("x", 781), "x/" + strings.Repeat("é", 400), "-a/b", "a-/b", "a__b.c/x", "localhost", "localhost/x", "docker.io",
+	"docker.io/x/y", "Quay.IO/x/y", "ghcr.io/" + strings.Repeat("a/", 127) + "b", "a" + strings.Repeat("/b", 130), "x@", "x:", "a@b/c",
+}
+
+// generated returns n strings built from the pieces references are made of.
+func generated(n int) []string {
+	pieces := []string{"a", "b", "Z", ".", ":", "/", "@", "_", "__", "-", "5000", "443", "docker.io", "index.docker.io", "library",
+		"localhost", "LOCALHOST", "sha256:" + strings.Repeat("a", 64), "registry.example.com", "mirror", "quay.io", "harbor.example.com",
+		"dockerhub", "[::1]", "é", " ", strings.Repeat("x", 60), "registry.k8s.io", "pause"}
+	seed := uint64(42)
+	next := func() uint64 { seed ^= seed << 13; seed ^= seed >> 7; seed ^= seed << 17; return seed }
+	out := make([]string, 0, n)
+	for range n {
+		var b strings.Builder
+		for range int(next()%8) + 1 {
+			b.WriteString(pieces[next()%uint64(len(pieces))])
+		}
+		out = append(out, b.String())
+	}
+	return out
+}
+
+func TestRewriteMatchesTheWebhook(t *testing.T) {
+	configs := []config.Config{
+		{Registry: "registry.example.com/mirror", IgnoredRegistries: config.List{"registry.k8s.io", "docker.io/library"}},
+		{Registry: "r.example.com", RegistryMap: config.List{"docker.io=harbor.example.com/dockerhub", "quay.io=harbor.example.com:5000/quay"}},
+		{RegistryMap: config.List{"docker.io=harbor.example.com/dockerhub", "*=h.example.com/all"}},
+		{RegistryMap: config.List{"docker.io=harbor.example.com/dockerhub"}},
+		{Registry: "localhost:5000", IgnoredRegistries: config.List{"Quay.IO:443/x"}},
+		{Registry: "docker.io", RegistryMap: config.List{"ghcr.io=docker.io/mirror"}},
+		{Registry: "a_b.com", IgnoredRegistries: config.List{"docker.io"}, RegistryMap: config.List{"*=a_b.com/x"}},
+		{Registry: "Registry.Example.com:443/mirror", RegistryMap: config.List{"[::1]:5000=[::1]:5000/m", "quay.io=docker.io"}},
+	}
+	inputs := append(append(corpus(t), cases...), generated(5000)...)
+	e := env(t)
+	for _, cfg := range configs {
+		rw, err := images.New(cfg.Registry, cfg.IgnoredRegistries, cfg.RegistryMap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		src, err := policy.ImageExpression(cfg, "x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ast, iss := e.Compile(src)
+		if iss.Err() != nil {
+			t.Fatalf("compiling the expression for %+v: %v", cfg, iss.Err())
+		}
+		prg, err := e.Program(ast, cel.EvalOptions(cel.OptOptimize, cel.OptTrackCost), cel.CostLimit(1_000_000))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var maxCost uint64
+		var refused int
+		for _, img := range inputs {
+			want, werr := rw.Rewrite(img)
+			out, det, err := prg.Eval(map[string]any{"x": img})
+			if err != nil {
+				t.Errorf("%q: evaluation failed: %v", images.Quote(img), err)
+				continue
+			}
+			v, err := out.ConvertToNative(reflect.TypeFor[[]string]())
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := v.([]string)
+			switch {
+			case werr != nil:
+				refused++
+				if len(got) != 0 {
+					t.Errorf("REGISTRY=%q REGISTRY_MAP=%q: %s: the webhook refuses it (%v), the policy rewrites it to %q", cfg.Registry, cfg.RegistryMap, images.Quote(img), werr, got)
+				}
+			case len(got) != 1 || got[0] != want:
+				t.Errorf("REGISTRY=%q REGISTRY_MAP=%q: %s: the webhook makes it %s, the policy %q", cfg.Registry, cfg.RegistryMap, images.Quote(img), images.Quote(want), got)
+			}
+			if c := det.ActualCost(); c != nil && *c > maxCost {
+				maxCost = *c
+			}
+		}
+		t.Logf("REGISTRY=%q IGNORED=%q REGISTRY_MAP=%q: %d inputs compared (%d refused by both), expression %d characters, highest cost %d",
+			cfg.Registry, cfg.IgnoredRegistries, cfg.RegistryMap, len(inputs), refused, len(src), maxCost)
+	}
+}
