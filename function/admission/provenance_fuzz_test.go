@@ -72,8 +72,12 @@ func checkProvenance(t *testing.T, pc provenanceCase) {
 		}
 		old.Spec.EphemeralContainers = nil
 		req.Operation, req.OldObject.Raw = admissionv1.Update, mustJSON(t, old)
+		var oldSent corev1.Pod
+		if err := json.Unmarshal(req.OldObject.Raw, &oldSent); err != nil {
+			t.Fatal(err)
+		}
 		was := map[string]string{}
-		for _, p := range oracle.PodImages(&old.Spec) {
+		for _, p := range oracle.PodImages(&oldSent.Spec) {
 			was[p.Where] = p.Image
 		}
 		considered = func(p oracle.Pulled) bool {
@@ -90,7 +94,11 @@ func checkProvenance(t *testing.T, pc provenanceCase) {
 		}
 		// A denial must be needed: some reference the review considered
 		// is pullable (or too long to judge) and not permitted as written.
-		for _, p := range oracle.PodImages(&pod.Spec) {
+		var sent corev1.Pod
+		if err := json.Unmarshal(req.Object.Raw, &sent); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range oracle.PodImages(&sent.Spec) {
 			if considered(p) && (len(p.Image) > images.MaxReferenceLength || !policy.Permits(p.Image)) {
 				return
 			}
@@ -111,7 +119,13 @@ func checkProvenance(t *testing.T, pc provenanceCase) {
 	if err := json.Unmarshal(patched, &after); err != nil {
 		t.Fatalf("%+v: patched Pod does not decode: %v", pc, err)
 	}
-	before := oracle.PodImages(&pod.Spec)
+	// What was sent, as the API server would have sent it: JSON replaces
+	// invalid UTF-8 with U+FFFD, so the Go strings are not the reference.
+	var sent corev1.Pod
+	if err := json.Unmarshal(req.Object.Raw, &sent); err != nil {
+		t.Fatal(err)
+	}
+	before := oracle.PodImages(&sent.Spec)
 	for i, p := range oracle.PodImages(&after.Spec) {
 		if !considered(before[i]) {
 			if p.Image != before[i].Image {
