@@ -117,12 +117,7 @@ func krm(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "mutator krm: unexpected arguments %q\n", args)
 		return 2
 	}
-	cfg, err := config.Load()
-	if err != nil {
-		fmt.Fprintln(stderr, "mutator:", err)
-		return 1
-	}
-	m, err := manifests.New(cfg)
+	m, err := newMutator()
 	if err != nil {
 		fmt.Fprintln(stderr, "mutator:", err)
 		return 1
@@ -132,6 +127,16 @@ func krm(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// newMutator builds the manifests preview from the environment's
+// configuration, for mutate and krm.
+func newMutator() (*manifests.Mutator, error) {
+	cfg, err := config.Load()
+	if err != nil {
+		return nil, err
+	}
+	return manifests.New(cfg)
 }
 
 // helpRequested reports whether args ask for help, so that the usage goes
@@ -239,12 +244,7 @@ func mutate(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, "mutator mutate: -f FILE is required\n", usage)
 		return 2
 	}
-	cfg, err := config.Load()
-	if err != nil {
-		fmt.Fprintln(stderr, "mutator:", err)
-		return 1
-	}
-	m, err := manifests.New(cfg)
+	m, err := newMutator()
 	if err != nil {
 		fmt.Fprintln(stderr, "mutator:", err)
 		return 1

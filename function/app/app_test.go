@@ -27,9 +27,10 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// TestAppServesReviewsAndMetrics assembles the webhook as every mode does and
-// checks that one review shows in both our metrics and knative's.
-func TestAppServesReviewsAndMetrics(t *testing.T) {
+// startApp assembles the webhook with metrics on a free port, closed when
+// the test ends.
+func startApp(t *testing.T) (*app.App, int) {
+	t.Helper()
 	port := freePort(t)
 	cfg := config.Config{Registry: "registry.example.com/mirror", ImagePullPolicyToForce: "Always",
 		Mode: config.Enforce, LogLevel: "error", MetricsPort: port}
@@ -37,10 +38,17 @@ func TestAppServesReviewsAndMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer a.Close(context.Background())
+	t.Cleanup(func() { _ = a.Close(context.Background()) })
 	if err := a.StartMetrics(); err != nil {
 		t.Fatal(err)
 	}
+	return a, port
+}
+
+// TestAppServesReviewsAndMetrics assembles the webhook as every mode does and
+// checks that one review shows in both our metrics and knative's.
+func TestAppServesReviewsAndMetrics(t *testing.T) {
+	a, port := startApp(t)
 	body, err := os.ReadFile("../../test/testdata/pod-review.json")
 	if err != nil {
 		t.Fatal(err)
@@ -81,17 +89,7 @@ func TestAppRejectsBadSink(t *testing.T) {
 // anyone who reaches the port can, and checks that they create no new
 // series: knative's handler metric takes its labels from the review.
 func TestMetricsBoundedUnderRandomKinds(t *testing.T) {
-	port := freePort(t)
-	cfg := config.Config{Registry: "registry.example.com/mirror", ImagePullPolicyToForce: "Always",
-		Mode: config.Enforce, LogLevel: "error", MetricsPort: port}
-	a, err := app.New(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close(context.Background())
-	if err := a.StartMetrics(); err != nil {
-		t.Fatal(err)
-	}
+	a, port := startApp(t)
 	scrape := func() string {
 		t.Helper()
 		resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(port) + "/metrics")
