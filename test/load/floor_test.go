@@ -9,11 +9,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/mutator-dev/mutator/test/internal/syncbuf"
 	"github.com/mutator-dev/mutator/test/load/loadgen"
 )
 
@@ -33,27 +33,8 @@ func TestMain(m *testing.M) {
 type floorProcess struct {
 	url    string
 	cmd    *exec.Cmd
-	stderr *syncBuffer
+	stderr *syncbuf.Buffer
 	done   chan error
-}
-
-// syncBuffer is the child's stderr: exec copies into it from its own
-// goroutine while a failing test may already be reading it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func startFloorProcess(t *testing.T, certs loadgen.CertFiles, extra ...string) *floorProcess {
@@ -64,7 +45,7 @@ func startFloorProcess(t *testing.T, certs loadgen.CertFiles, extra ...string) *
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	args := append([]string{"-serve-floor", "-listen", addr, "-tls-cert", certs.Cert, "-tls-key", certs.Key}, extra...)
-	f := &floorProcess{url: "https://" + addr + "/mutate", stderr: new(syncBuffer), done: make(chan error, 1)}
+	f := &floorProcess{url: "https://" + addr + "/mutate", stderr: new(syncbuf.Buffer), done: make(chan error, 1)}
 	f.cmd = exec.Command(os.Args[0], args...)
 	f.cmd.Env = append(os.Environ(), runMainEnv+"=1")
 	f.cmd.Stderr = f.stderr

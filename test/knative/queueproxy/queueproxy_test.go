@@ -33,6 +33,7 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/mutator-dev/mutator/test/internal/syncbuf"
 	"github.com/mutator-dev/mutator/test/knative/internal/fnbuild"
 	"github.com/mutator-dev/mutator/test/knative/internal/repo"
 )
@@ -411,7 +412,7 @@ func (pd *podRun) drain(t *testing.T, review []byte, preStop bool) drainResult {
 type proc struct {
 	name string
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *syncbuf.Buffer
 	done chan struct{}
 	err  error
 }
@@ -430,7 +431,7 @@ func (pd *podRun) start(t *testing.T, name, bin string, env []string) *proc {
 	cmd := exec.Command(bin)
 	cmd.Dir = t.TempDir() // func-go reads an optional ./cfg file
 	cmd.Env = env
-	buf := &syncBuffer{}
+	buf := &syncbuf.Buffer{}
 	cmd.Stdout, cmd.Stderr = buf, buf
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting %s: %v", name, err)
@@ -649,22 +650,4 @@ func listeningPorts() ([]int, error) {
 	}
 	slices.Sort(ports)
 	return ports, nil
-}
-
-// syncBuffer collects a process' output while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

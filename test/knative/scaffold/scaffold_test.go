@@ -16,7 +16,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -37,6 +36,7 @@ import (
 	// the scaffold is built.
 	_ "knative.dev/func-go/http"
 
+	"github.com/mutator-dev/mutator/test/internal/syncbuf"
 	"github.com/mutator-dev/mutator/test/knative/internal/repo"
 )
 
@@ -320,7 +320,7 @@ type process struct {
 	cmd    *exec.Cmd
 	addr   string
 	client *http.Client
-	buf    *syncBuffer
+	buf    *syncbuf.Buffer
 	done   chan struct{} // closed when the process has exited
 	err    error         // cmd.Wait's result, valid after done
 }
@@ -340,7 +340,7 @@ func startFunction(t *testing.T, bin string, env ...string) *process {
 		// A free port rather than the default 9090, which may be taken.
 		"METRICS_PORT=" + strconv.Itoa(freePort(t)),
 	}, env...)
-	buf := &syncBuffer{}
+	buf := &syncbuf.Buffer{}
 	cmd.Stdout, cmd.Stderr = buf, buf
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting %s: %v", bin, err)
@@ -548,25 +548,6 @@ func freePort(t *testing.T) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
-}
-
-// syncBuffer collects the process output written from os/exec's copying
-// goroutines while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func ptr[T any](v T) *T { return &v }
