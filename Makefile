@@ -14,7 +14,7 @@ RUN_ENV := REGISTRY=registry.example.com/mirror IMAGE_PULL_SECRET=regcred \
 	DEFAULT_STORAGE_CLASS=standard EXCLUDE_NAMESPACES=kube-system \
 	IGNORED_REGISTRIES=registry.k8s.io PORT=8080 METRICS_PORT=9095 LOG_LEVEL=debug WARNINGS=true
 
-.PHONY: help build run test test-unit test-e2e test-knative test-helm test-bin lint bench load soak fuzz image image-docker deploy deploy-knative undeploy undeploy-knative clean
+.PHONY: help build run test test-unit test-e2e test-knative test-helm test-cluster test-bin lint bench load soak fuzz image image-docker deploy deploy-knative undeploy undeploy-knative clean
 
 help: ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -36,7 +36,7 @@ run: build ## run the webhook on port 8080 (all interfaces, plain HTTP) with an 
 	@echo
 	$(RUN_ENV) ./$(BIN) serve
 
-test: lint test-unit test-e2e test-knative test-helm ## everything CI runs
+test: lint test-unit test-e2e test-knative test-helm test-cluster ## everything CI runs
 
 lint: ## gofmt, go vet, golangci-lint (pinned, built once) and go mod tidy -diff on every module
 	@echo "== lint ($$(date +%T))"
@@ -59,6 +59,16 @@ test-knative: ## Knative packaging: Service and func.yaml validation, the functi
 test-helm: test-bin ## Helm chart: lint, render, schema, sameness with deploy/standalone, dry run + install/upgrade/uninstall on the e2e kube-apiserver
 	@echo "== Helm chart tests ($$(date +%T)); a cold run compiles Helm's SDK first"
 	cd test/helm && $(GO) test -count=1 -timeout 15m ./...
+
+NODE_ASSETS ?= $(CURDIR)/.cache/node-bin
+test-cluster: test-bin ## a real node (kubelet, containerd, runc) in namespaces of its own pulls what the mutator admitted from a TLS + auth mirror; root only
+	@echo "== cluster tests ($$(date +%T))"
+	@if [ "$$(id -u)" != 0 ]; then \
+	  echo "test-cluster: skipped: needs root (it creates network, mount and PID namespaces and runs a kubelet)"; \
+	else \
+	  bash test/tools/node-bin.sh "$(NODE_ASSETS)" && \
+	  cd test/cluster && NODE_ASSETS="$(NODE_ASSETS)" $(GO) test -count=1 -v -timeout 20m ./...; \
+	fi
 
 test-bin: ## build kube-apiserver, kubectl and etcd into KUBE_ASSETS if missing
 	@if [ -x "$(KUBE_ASSETS)/kube-apiserver" ] && [ -x "$(KUBE_ASSETS)/etcd" ] && [ -x "$(KUBE_ASSETS)/kubectl" ]; then \

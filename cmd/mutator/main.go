@@ -36,6 +36,8 @@ const usage = `usage:
                            stdin, mutated on stdout
   mutator policy           print MutatingAdmissionPolicy objects that apply the same
                            rules without a webhook (kubectl apply -f -)
+  mutator namespace-policy print the ValidatingAdmissionPolicy that lets only
+                           administrators exempt a namespace (kubectl apply -f -)
   mutator version          print the version (also --version)
   mutator help             print this text; "mutator COMMAND -h" for a command's flags
 
@@ -92,6 +94,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return krm(args, stdin, stdout, stderr)
 	case "policy":
 		return policyCmd(args, stdout, stderr)
+	case "namespace-policy":
+		return namespacePolicyCmd(args, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, version.Get())
 		return 0
@@ -189,6 +193,7 @@ func serve(ctx context.Context, kube *environment.ClientConfig) error {
 		Ready:         a.Handler.SetReady,
 		TLSCertFile:   cfg.TLSCertFile,
 		TLSKeyFile:    cfg.TLSKeyFile,
+		ClientCAFile:  cfg.TLSClientCAFile,
 		ShutdownDelay: cfg.ShutdownDelay,
 		EnableHTTP2:   cfg.EnableHTTP2,
 		Logger:        a.Logger,

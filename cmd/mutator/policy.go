@@ -1,8 +1,11 @@
 package main
 
 import (
+	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/mutator-dev/mutator/function/config"
 	"github.com/mutator-dev/mutator/function/policy"
@@ -15,7 +18,9 @@ ValidatingAdmissionPolicy for refused images) that make the API server apply the
 webhook's rules itself, with their bindings, as YAML for "kubectl apply -f -".
 A configuration the policies cannot reproduce exactly (MODE=audit, WARNINGS,
 K_SINK, MIRROR_CHECK) prints nothing: the reasons go to standard error and the
-exit status is 1. See the README, "No webhook: MutatingAdmissionPolicy".
+exit status is 1. Apply the namespace guard too ("mutator namespace-policy"
+with the same environment). See the README, "No webhook:
+MutatingAdmissionPolicy".
 `
 
 // policyCmd is `mutator policy`.
@@ -50,4 +55,70 @@ func policyCmd(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+const namespacePolicyUsage = `usage: mutator namespace-policy [flags]
+
+Prints, for the configuration in env, the namespace guard: a
+ValidatingAdmissionPolicy (with its binding) that lets only members of the
+administrator groups label a namespace mutator.dev/ignore=true, by any write
+of its labels, or create a namespace the mutator exempts by name: those the
+shipped webhook configurations exempt and every name of EXCLUDE_NAMESPACES.
+Both the webhook and "mutator policy" need it; with no configuration it is
+deploy/namespace-policy/policy.yaml. YAML for "kubectl apply -f -".
+
+Flags:
+`
+
+// namespacePolicyCmd is `mutator namespace-policy`.
+func namespacePolicyCmd(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("namespace-policy", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	groups := fs.String("admin-groups", strings.Join(policy.DefaultAdminGroups, ","),
+		"comma-separated groups whose members may opt namespaces out (empty: nobody)")
+	protect := fs.String("protect", "", "comma-separated namespace names to protect as well (those an edited namespaceSelector exempts)")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), namespacePolicyUsage)
+		fs.PrintDefaults()
+	}
+	if helpRequested(args) {
+		fs.SetOutput(stdout)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "mutator namespace-policy: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	cfg, err := config.Load()
+	if err != nil {
+		fmt.Fprintln(stderr, "mutator:", err)
+		return 1
+	}
+	out, err := policy.NamespaceGuard(cfg, policy.GuardOptions{AdminGroups: commaList(*groups), Protect: commaList(*protect)})
+	if err != nil {
+		fmt.Fprintln(stderr, "mutator namespace-policy:", err)
+		return 1
+	}
+	if _, err := stdout.Write(out); err != nil {
+		fmt.Fprintln(stderr, "mutator namespace-policy: writing:", err)
+		return 1
+	}
+	return 0
+}
+
+// commaList splits a comma-separated flag value as config.List does: entries
+// trimmed, empty ones dropped. An empty value is an empty, non-nil list.
+func commaList(s string) []string {
+	out := []string{}
+	for e := range strings.SplitSeq(s, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			out = append(out, e)
+		}
+	}
+	return out
 }

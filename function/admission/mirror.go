@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"knative.dev/pkg/apis"
 
 	"github.com/mutator-dev/mutator/function/config"
 	"github.com/mutator-dev/mutator/function/mirror"
@@ -41,9 +44,13 @@ type MirrorFallback struct {
 	Where  string         // e.g. `container "app"`
 	Image  string         // as the Pod wrote it
 	Mirror string         // the rewritten reference that was checked
-	Reason mirror.Outcome // missing, error, timeout or circuit-open
+	Reason mirror.Outcome // missing, error, timeout, circuit-open or skipped (not checked: over the review's lookup limit)
 	Action MirrorAction
 	Err    error // for reasons other than missing: why the check could not tell
+	// More counts further images with the same action and reason that
+	// are not listed, past the first 32 fallbacks of a review: this entry
+	// stands for 1+More images. 0 for every entry of an ordinary Pod.
+	More int
 }
 
 // mirrorCheck is the controller's MIRROR_CHECK; nil when it is off.
@@ -52,11 +59,36 @@ type mirrorCheck struct {
 	missing     MirrorAction // deny, original or warn
 	unreachable MirrorAction // rewrite or deny
 	budget      time.Duration
+	maxLookups  int
+	// notChecked and untracked are the errors of images not checked, one
+	// value each for every review.
+	notChecked, untracked error
 }
 
-// maxConcurrentChecks bounds the lookups one review runs at once; a Pod
-// lists few distinct images, but a crafted one may list hundreds.
-const maxConcurrentChecks = 8
+// The bounds of one review's mirror check. Whoever reaches the webhook's
+// port can send a review, and a 3 MiB Pod can list tens of thousands of
+// distinct images: nothing the check does for a review grows with them.
+const (
+	// maxConcurrentChecks bounds the lookups one review runs at once.
+	maxConcurrentChecks = 8
+	// DefaultMirrorLookups is MIRROR_CHECK_MAX_LOOKUPS when a
+	// configuration built in code leaves it 0.
+	DefaultMirrorLookups = 32
+	// maxTracked bounds the distinct images of one review that get a
+	// verdict of their own (from the cache, a lookup, or "over the
+	// limit"). Images past it are answered by the cache or not checked
+	// (no Pod has that many).
+	maxTracked = config.MaxMirrorLookups
+	// maxListedFallbacks bounds the fallbacks (and denied images) listed
+	// one by one; past it they are counted in summary entries.
+	maxListedFallbacks = 32
+	// maxMirrorWarnings bounds the fallback warnings written one by one;
+	// one more line counts the rest, within the maxWarnings of a review.
+	maxMirrorWarnings = maxWarnings - 1
+	// DefaultWebhookTimeout is the API server's timeout for a webhook
+	// that sets no timeoutSeconds, assumed when a request does not say.
+	DefaultWebhookTimeout = 10 * time.Second
+)
 
 // CheckMirror turns the mirror check on with cfg's MIRROR_* policies. Call
 // it before the controller serves: it is not safe concurrently with Admit.
@@ -65,7 +97,7 @@ func (c *Controller) CheckMirror(checker MirrorChecker, cfg config.Config) error
 		return errors.New("admission: CheckMirror needs a checker")
 	}
 	m := &mirrorCheck{checker: checker, missing: MirrorAction(cfg.MirrorMissing),
-		unreachable: MirrorAction(cfg.MirrorUnreachable), budget: cfg.MirrorCheckReviewBudget}
+		unreachable: MirrorAction(cfg.MirrorUnreachable), budget: cfg.MirrorCheckReviewBudget, maxLookups: cfg.MirrorCheckMaxLookups}
 	switch m.missing {
 	case MirrorDeny, MirrorOriginal, MirrorWarn:
 	default:
@@ -79,6 +111,14 @@ func (c *Controller) CheckMirror(checker MirrorChecker, cfg config.Config) error
 	if m.budget <= 0 {
 		return fmt.Errorf("admission: MIRROR_CHECK_REVIEW_BUDGET %s must be positive", m.budget)
 	}
+	if m.maxLookups == 0 {
+		m.maxLookups = DefaultMirrorLookups
+	}
+	if m.maxLookups < 1 || m.maxLookups > maxTracked {
+		return fmt.Errorf("admission: MIRROR_CHECK_MAX_LOOKUPS %d must be between 1 and %d", m.maxLookups, maxTracked)
+	}
+	m.notChecked = fmt.Errorf("not checked: the review has more than %d distinct images the cache cannot answer (MIRROR_CHECK_MAX_LOOKUPS)", m.maxLookups)
+	m.untracked = fmt.Errorf("not checked: the review has more than %d distinct rewritten images", maxTracked)
 	c.mirror = m
 	return nil
 }
@@ -90,10 +130,22 @@ type verdict struct {
 }
 
 // check asks the mirror about every rewritten image of changes and applies
-// the policies. It returns the changes to make (the input itself when every
-// image is present), the fallbacks taken, their warnings, and the images
-// that deny the review. The rules stay pure: this is the only place the
-// webhook's answer depends on something outside the request.
+// the policies. It returns the changes to make (the input itself, filtered
+// in place when MIRROR_MISSING=original leaves images as written), the
+// fallbacks taken, their warnings, and the images that deny the review.
+// The rules stay pure: this is the only place the webhook's answer depends
+// on something outside the request.
+//
+// An image that was not checked (past the review's MIRROR_CHECK_MAX_LOOKUPS,
+// its deadline passed, no lookup slot) is unknown, like an unreachable
+// mirror, and goes to MIRROR_UNREACHABLE: rewrite or deny. Never to
+// MIRROR_MISSING=original: only an answer from the mirror that it lacks the
+// image may leave it as written, so a review cannot get an image admitted
+// from outside the allowed registries by listing more images than the check
+// looks up. The rewrite itself is always safe for provenance (the Pod pulls
+// from the mirror or not at all), so MIRROR_UNREACHABLE=rewrite costs at
+// worst a Pod that does not start; deny refuses the Pod instead, and a
+// legitimate one is admitted on a retry once the cache holds its images.
 func (m *mirrorCheck) check(ctx context.Context, changes []mutation.Change, pending bool) ([]mutation.Change, []MirrorFallback, []string, []mutation.Problem) {
 	var verdicts map[string]verdict
 	var lookups []string
@@ -102,15 +154,22 @@ func (m *mirrorCheck) check(ctx context.Context, changes []mutation.Change, pend
 			continue
 		}
 		if verdicts == nil {
-			verdicts = make(map[string]verdict, len(changes))
+			verdicts = map[string]verdict{}
 		}
 		if _, seen := verdicts[ch.To]; seen {
 			continue
 		}
+		if len(verdicts) == maxTracked {
+			break // the rest are untracked: answered by the cache or not checked
+		}
 		// The cache first, without a goroutine or a deadline: with a warm
-		// cache that is all a review costs.
+		// cache that is all a review costs, and it costs no lookup.
 		if res, ok := m.checker.Cached(ctx, ch.To); ok {
 			verdicts[ch.To] = verdict{res: res}
+			continue
+		}
+		if len(lookups) == m.maxLookups {
+			verdicts[ch.To] = verdict{res: mirror.Result{Outcome: mirror.Skipped}, err: m.notChecked}
 			continue
 		}
 		verdicts[ch.To] = verdict{}
@@ -120,15 +179,25 @@ func (m *mirrorCheck) check(ctx context.Context, changes []mutation.Change, pend
 		m.lookup(ctx, lookups, verdicts)
 	}
 
-	var (
-		kept      []mutation.Change
-		fallbacks []MirrorFallback
-		warnings  []string
-		denied    []mutation.Problem
-	)
+	r := fallbackReport{pending: pending}
+	var kept []mutation.Change
 	for i, ch := range changes {
-		v, checked := verdicts[ch.To]
-		if ch.Kind != mutation.KindImage || !checked || (v.err == nil && v.res.Outcome == mirror.Present) {
+		if ch.Kind != mutation.KindImage {
+			if kept != nil {
+				kept = append(kept, ch)
+			}
+			continue
+		}
+		v, tracked := verdicts[ch.To]
+		if !tracked {
+			// Past maxTracked distinct images: the cache may still
+			// answer, nothing else is asked.
+			v = verdict{res: mirror.Result{Outcome: mirror.Skipped}, err: m.untracked}
+			if res, ok := m.checker.Cached(ctx, ch.To); ok {
+				v = verdict{res: res}
+			}
+		}
+		if v.err == nil && v.res.Outcome == mirror.Present {
 			if kept != nil {
 				kept = append(kept, ch)
 			}
@@ -138,21 +207,14 @@ func (m *mirrorCheck) check(ctx context.Context, changes []mutation.Change, pend
 		if v.err == nil { // missing
 			f.Action = m.missing
 		}
-		fallbacks = append(fallbacks, f)
-		switch f.Action {
-		case MirrorDeny:
-			denied = append(denied, mutation.Problem{Where: ch.Where, Err: &MirrorError{f}})
-			if pending {
-				warnings = append(warnings, "mutator: would deny: "+ch.Where+": "+shortReason(f))
-			}
-		case MirrorOriginal:
+		r.add(f)
+		if f.Action == MirrorOriginal {
 			if kept == nil {
-				kept = append(make([]mutation.Change, 0, len(changes)), changes[:i]...)
+				// Filtered in place: the changes before i are kept as
+				// they are, and kept never grows past i.
+				kept = changes[:i]
 			}
-			warnings = append(warnings, fmt.Sprintf("mutator: image %q %s as written: %s (%s)", ch.From, verb(pending, "left", "would be left"), shortReason(f), ch.Where))
 			continue // the image change is dropped; its pull policy change is kept
-		case MirrorWarn, MirrorRewrite:
-			warnings = append(warnings, fmt.Sprintf("mutator: image %q %s %q: %s (%s)", ch.From, verb(pending, "became", "would become"), ch.To, shortReason(f), ch.Where))
 		}
 		if kept != nil {
 			kept = append(kept, ch)
@@ -161,34 +223,154 @@ func (m *mirrorCheck) check(ctx context.Context, changes []mutation.Change, pend
 	if kept == nil {
 		kept = changes
 	}
+	fallbacks, warnings, denied := r.finish()
 	return kept, fallbacks, warnings, denied
 }
 
-// lookup checks refs concurrently (at most maxConcurrentChecks at once)
-// within the review's budget and records the verdicts.
-func (m *mirrorCheck) lookup(ctx context.Context, refs []string, verdicts map[string]verdict) {
-	ctx, cancel := context.WithTimeout(ctx, m.budget)
-	defer cancel()
-	if len(refs) == 1 {
-		res, err := m.checker.Exists(ctx, refs[0])
-		verdicts[refs[0]] = verdict{res, err}
-		return
+// fallbackReport gathers a review's fallbacks, warnings and denials within
+// fixed bounds: the first maxListedFallbacks are listed one by one, the rest
+// are counted (MirrorFallback.More), so that a Pod listing thousands of
+// images the check could not vouch for costs a few kilobytes, not an entry
+// per image.
+type fallbackReport struct {
+	pending      bool
+	fallbacks    []MirrorFallback
+	summaries    map[summaryKey]int // index in fallbacks of the summary entry
+	warnings     []string
+	moreWarnings int
+	denied       []mutation.Problem
+	moreDenied   int
+}
+
+type summaryKey struct {
+	action MirrorAction
+	reason mirror.Outcome
+}
+
+func (r *fallbackReport) add(f MirrorFallback) {
+	if len(r.fallbacks) < maxListedFallbacks {
+		r.fallbacks = append(r.fallbacks, f)
+	} else {
+		k := summaryKey{f.Action, f.Reason}
+		if r.summaries == nil {
+			r.summaries = map[summaryKey]int{}
+		}
+		if i, ok := r.summaries[k]; ok {
+			r.fallbacks[i].More++
+		} else {
+			r.summaries[k] = len(r.fallbacks)
+			r.fallbacks = append(r.fallbacks, f)
+		}
 	}
-	out := make([]verdict, len(refs))
-	slots := make(chan struct{}, maxConcurrentChecks)
-	var wg sync.WaitGroup
-	for i, ref := range refs {
-		slots <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-slots }()
-			res, err := m.checker.Exists(ctx, ref)
-			out[i] = verdict{res, err}
+	switch f.Action {
+	case MirrorDeny:
+		if len(r.denied) < maxListedFallbacks {
+			r.denied = append(r.denied, mutation.Problem{Where: f.Where, Err: &MirrorError{f}})
+		} else {
+			r.moreDenied++
+		}
+		if r.pending {
+			r.warn(func() string { return "mutator: would deny: " + f.Where + ": " + shortReason(f) })
+		}
+	case MirrorOriginal:
+		r.warn(func() string {
+			return fmt.Sprintf("mutator: image %q %s as written: %s (%s)", f.Image, verb(r.pending, "left", "would be left"), shortReason(f), f.Where)
+		})
+	case MirrorWarn, MirrorRewrite:
+		r.warn(func() string {
+			return fmt.Sprintf("mutator: image %q %s %q: %s (%s)", f.Image, verb(r.pending, "became", "would become"), f.Mirror, shortReason(f), f.Where)
 		})
 	}
-	wg.Wait()
+}
+
+// warn adds a warning, written only while there is room for it.
+func (r *fallbackReport) warn(text func() string) {
+	if len(r.warnings) < maxMirrorWarnings {
+		r.warnings = append(r.warnings, text())
+		return
+	}
+	r.moreWarnings++
+}
+
+func (r *fallbackReport) finish() ([]MirrorFallback, []string, []mutation.Problem) {
+	if r.moreWarnings > 0 {
+		r.warnings = append(r.warnings, fmt.Sprintf("mutator: and %d more images whose mirror check did not come back present", r.moreWarnings))
+	}
+	if r.moreDenied > 0 {
+		// The denial lists maxDenialProblems images: the last place says
+		// how many more there are, naming the first of them.
+		first := r.denied[maxDenialProblems-1]
+		more := len(r.denied) - (maxDenialProblems - 1) + r.moreDenied
+		r.denied = append(r.denied[:maxDenialProblems-1],
+			mutation.Problem{Where: fmt.Sprintf("and %d more images, the first %s", more, first.Where), Err: first.Err})
+	}
+	return r.fallbacks, r.warnings, r.denied
+}
+
+// lookup checks refs (at most maxLookups) concurrently, at most
+// maxConcurrentChecks at once, within the review's deadline, and records
+// the verdicts. At the deadline the checks in flight give up (their lookups
+// are cancelled unless another review waits for them too) and the refs not
+// yet asked are not asked: all are unknown, for MIRROR_UNREACHABLE.
+func (m *mirrorCheck) lookup(ctx context.Context, refs []string, verdicts map[string]verdict) {
+	budget := m.deadline(ctx)
+	ctx, cancel := context.WithTimeout(mirror.WithReview(ctx), budget)
+	defer cancel()
+	out := make([]verdict, len(refs))
+	var next atomic.Int64
+	var late error
+	var lateOnce sync.Once
+	work := func() {
+		for {
+			i := int(next.Add(1) - 1)
+			if i >= len(refs) {
+				return
+			}
+			if ctx.Err() != nil {
+				lateOnce.Do(func() {
+					late = fmt.Errorf("not checked: the review's %s for mirror checks had passed: %w", budget, context.Cause(ctx))
+				})
+				out[i] = verdict{res: mirror.Result{Outcome: mirror.Timeout}, err: late}
+				continue
+			}
+			res, err := m.checker.Exists(ctx, refs[i])
+			out[i] = verdict{res, err}
+		}
+	}
+	if n := min(len(refs), maxConcurrentChecks); n == 1 {
+		work()
+	} else {
+		var wg sync.WaitGroup
+		for range n {
+			wg.Go(work)
+		}
+		wg.Wait()
+	}
 	for i, ref := range refs {
 		verdicts[ref] = out[i]
 	}
+}
+
+// deadline is how long a review's mirror checks may take:
+// MIRROR_CHECK_REVIEW_BUDGET, and no more than four fifths of the API
+// server's timeout for the call, which it sends as the timeout query
+// parameter of the webhook URL (/mutate?timeout=10s), so that the review is
+// answered in time to count whatever timeoutSeconds says. knative.dev/pkg
+// hands Admit the HTTP request in the context (apis.WithHTTPRequest); a
+// request without the parameter is assumed to have the API server's
+// default timeout, 10s. The request's own context is Admit's ctx, so a
+// caller that goes away cancels the checks too.
+func (m *mirrorCheck) deadline(ctx context.Context) time.Duration {
+	d := m.budget
+	timeout := DefaultWebhookTimeout
+	if r := apis.GetHTTPRequest(ctx); r != nil && r.URL != nil {
+		if v := r.URL.Query().Get("timeout"); v != "" && len(v) < 32 {
+			if t, err := time.ParseDuration(v); err == nil && t > 0 {
+				timeout = t
+			}
+		}
+	}
+	return min(d, timeout-timeout/5)
 }
 
 func verb(pending bool, done, would string) string {
@@ -200,8 +382,11 @@ func verb(pending bool, done, would string) string {
 
 // shortReason words a fallback for a one-line warning.
 func shortReason(f MirrorFallback) string {
-	if f.Reason == mirror.Missing {
+	switch f.Reason {
+	case mirror.Missing:
 		return "not in the mirror"
+	case mirror.Skipped:
+		return "not checked (lookup limit)"
 	}
 	return "mirror check failed (" + string(f.Reason) + ")"
 }
@@ -226,6 +411,10 @@ func mirrorAnnotations(a map[string]string, fallbacks []MirrorFallback) map[stri
 	if a == nil {
 		a = map[string]string{}
 	}
-	a["mirror-fallbacks"] = strconv.Itoa(len(fallbacks))
+	n := 0
+	for _, f := range fallbacks {
+		n += 1 + f.More
+	}
+	a["mirror-fallbacks"] = strconv.Itoa(n)
 	return a
 }

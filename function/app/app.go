@@ -74,7 +74,7 @@ func New(ctx context.Context, cfg config.Config) (*App, error) {
 			return nil, err
 		}
 	}
-	if a.Handler, err = webhook.New(ctx, webhook.Options{Logger: logger, MeterProvider: a.meterProvider(), BodyBudget: int64(cfg.RequestBodyBudget)}, controller); err != nil {
+	if a.Handler, err = webhook.New(ctx, webhook.Options{Logger: logger, MeterProvider: a.meterProvider(), BodyBudget: int64(cfg.RequestBodyBudget), RequireClientCert: cfg.TLSClientCAFile != ""}, controller); err != nil {
 		return nil, err
 	}
 	v := version.Get()

@@ -21,6 +21,7 @@ func newMirrorChecker(ctx context.Context, cfg config.Config, logger *zap.Logger
 		CacheBytes:    int64(cfg.MirrorCacheSize),
 		Failures:      cfg.MirrorCircuitFailures,
 		Cooldown:      cfg.MirrorCircuitCooldown,
+		MaxInFlight:   cfg.MirrorCheckMaxInFlight,
 		Insecure:      cfg.MirrorInsecure,
 		MeterProvider: mp,
 		Logger:        logger,
@@ -40,6 +41,8 @@ func newMirrorChecker(ctx context.Context, cfg config.Config, logger *zap.Logger
 	logger.Info("mirror check on",
 		zap.Duration("timeout", cfg.MirrorCheckTimeout),
 		zap.Duration("reviewBudget", cfg.MirrorCheckReviewBudget),
+		zap.Int("maxLookups", cfg.MirrorCheckMaxLookups),
+		zap.Int("maxInFlight", cfg.MirrorCheckMaxInFlight),
 		zap.String("missing", cfg.MirrorMissing),
 		zap.String("unreachable", cfg.MirrorUnreachable),
 		zap.Strings("credentialsFor", registries))

@@ -3,6 +3,7 @@ package app_test
 import (
 	"bytes"
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -81,5 +82,55 @@ func TestAppMirrorCheck(t *testing.T) {
 				t.Error("the review did not ask the registry")
 			}
 		})
+	}
+}
+
+// TestAppMirrorReviewDeadline: through the real handler, the API server's
+// timeout in the webhook URL (/mutate?timeout=2s) bounds the mirror check:
+// a mirror that is slow for every image gets four fifths of it, then the
+// review is answered (here failing open, MIRROR_UNREACHABLE=rewrite) before
+// the API server would give up, and the registry answers nothing after.
+func TestAppMirrorReviewDeadline(t *testing.T) {
+	reg := mirrortest.New(t, mirrortest.Options{})
+	reg.SetSlow("mirror/", 3*time.Second)
+	body, err := os.ReadFile("../../test/testdata/pod-review.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Config{Registry: reg.Host + "/mirror", ImagePullPolicyToForce: "Always", Mode: config.Enforce, LogLevel: "error",
+		MirrorCheck: true, MirrorCheckTimeout: 5 * time.Second, MirrorCheckReviewBudget: 9 * time.Second,
+		MirrorMissing: "deny", MirrorUnreachable: "rewrite", MirrorCacheTTL: time.Minute, MirrorNegativeCacheTTL: time.Minute,
+		MirrorCircuitFailures: 1, MirrorCircuitCooldown: time.Minute}
+	a, err := app.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close(context.Background())
+	srv := httptest.NewServer(a.Handler)
+	defer srv.Close()
+
+	start := time.Now()
+	resp, err := srv.Client().Post(srv.URL+"/mutate?timeout=2s", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	answered := time.Now()
+	t.Logf("answered %d in %s", resp.StatusCode, answered.Sub(start).Round(time.Millisecond))
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("review answered %d (%v): %.300s", resp.StatusCode, err, answer)
+	}
+	if answered.Sub(start) > 2*time.Second {
+		t.Errorf("answered after %s, later than the API server's 2s timeout", answered.Sub(start))
+	}
+	for _, w := range []string{`"allowed":true`, `mirror check failed (timeout)`} {
+		if !strings.Contains(string(answer), w) {
+			t.Errorf("answer lacks %q: %.600s", w, answer)
+		}
+	}
+	time.Sleep(time.Until(start.Add(3500 * time.Millisecond)))
+	if n := reg.AnsweredAfter(answered); n != 0 {
+		t.Errorf("the registry answered %d requests after the review was answered, want 0", n)
 	}
 }

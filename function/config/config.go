@@ -56,6 +56,10 @@ type Config struct {
 	// EnableHTTP2 offers HTTP/2 (and h2c) as well as HTTP/1.1. The API
 	// server calls webhooks over HTTP/1.1 keep-alive, so it is off.
 	EnableHTTP2 bool `envconfig:"ENABLE_HTTP2" default:"false"`
+	// TLSClientCAFile, when set, makes the admission path accept only
+	// clients with a certificate this CA signed: the API server, given one
+	// through its AdmissionConfiguration kubeConfigFile.
+	TLSClientCAFile string `envconfig:"TLS_CLIENT_CA_FILE"`
 
 	// The standalone server's self-managed certificate (package certs):
 	// with WebhookSecretName set, `mutator serve` fills that Secret in
@@ -79,6 +83,13 @@ type Config struct {
 	// MirrorCheckReviewBudget bounds all the checks of one review; it must
 	// leave the webhook time to answer within the API server's timeout.
 	MirrorCheckReviewBudget time.Duration `envconfig:"MIRROR_CHECK_REVIEW_BUDGET" default:"2s"`
+	// MirrorCheckMaxLookups bounds the registry lookups of one review
+	// (distinct images the cache cannot answer); images past it are not
+	// checked and go to MIRROR_UNREACHABLE.
+	MirrorCheckMaxLookups int `envconfig:"MIRROR_CHECK_MAX_LOOKUPS" default:"32"`
+	// MirrorCheckMaxInFlight bounds the registry lookups in flight at once,
+	// all reviews together.
+	MirrorCheckMaxInFlight int `envconfig:"MIRROR_CHECK_MAX_IN_FLIGHT" default:"64"`
 	// MirrorMissing is what happens to an image the mirror lacks: deny,
 	// original or warn.
 	MirrorMissing string `envconfig:"MIRROR_MISSING" default:"deny"`
@@ -225,6 +236,9 @@ func (c Config) Validate() error {
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		errs = append(errs, errors.New("TLS_CERT_FILE and TLS_KEY_FILE: set both to serve HTTPS, or neither for plain HTTP"))
 	}
+	if c.TLSClientCAFile != "" && c.TLSCertFile == "" && c.WebhookSecretName == "" {
+		errs = append(errs, errors.New("TLS_CLIENT_CA_FILE: client certificates need HTTPS: set TLS_CERT_FILE and TLS_KEY_FILE, or WEBHOOK_SECRET_NAME"))
+	}
 	if c.RequestBodyBudget != 0 && c.RequestBodyBudget < 3<<20 {
 		errs = append(errs, fmt.Errorf("REQUEST_BODY_BUDGET: %d bytes is less than the largest request body (3Mi); every large review would be refused", c.RequestBodyBudget))
 	}
@@ -280,6 +294,15 @@ func (c Config) validateWebhookSecret() []error {
 // README says to keep it well below the one in use.
 const maxMirrorReviewBudget = 10 * time.Second
 
+// MaxMirrorLookups bounds MIRROR_CHECK_MAX_LOOKUPS: no Pod needs more
+// distinct uncached images checked in one review, and the admission
+// controller keeps a verdict per distinct image up to a fixed bound.
+const MaxMirrorLookups = 256
+
+// maxMirrorInFlight bounds MIRROR_CHECK_MAX_IN_FLIGHT: each lookup in
+// flight holds a connection to the mirror.
+const maxMirrorInFlight = 1024
+
 // validateMirrorCheck checks the mirror check's settings; they only matter
 // when MIRROR_CHECK is on.
 func (c Config) validateMirrorCheck() []error {
@@ -297,6 +320,12 @@ func (c Config) validateMirrorCheck() []error {
 		errs = append(errs, fmt.Errorf("MIRROR_CHECK_REVIEW_BUDGET: %s leaves no time to answer within the webhook timeout (at most 10s; the standalone manifests use 5s)", c.MirrorCheckReviewBudget))
 	case c.MirrorCheckTimeout > c.MirrorCheckReviewBudget:
 		errs = append(errs, fmt.Errorf("MIRROR_CHECK_TIMEOUT: %s is longer than MIRROR_CHECK_REVIEW_BUDGET %s", c.MirrorCheckTimeout, c.MirrorCheckReviewBudget))
+	}
+	if c.MirrorCheckMaxLookups < 1 || c.MirrorCheckMaxLookups > MaxMirrorLookups {
+		errs = append(errs, fmt.Errorf("MIRROR_CHECK_MAX_LOOKUPS: %d must be between 1 and %d", c.MirrorCheckMaxLookups, MaxMirrorLookups))
+	}
+	if c.MirrorCheckMaxInFlight < 1 || c.MirrorCheckMaxInFlight > maxMirrorInFlight {
+		errs = append(errs, fmt.Errorf("MIRROR_CHECK_MAX_IN_FLIGHT: %d must be between 1 and %d", c.MirrorCheckMaxInFlight, maxMirrorInFlight))
 	}
 	switch c.MirrorMissing {
 	case "deny", "original", "warn":

@@ -12,6 +12,7 @@ import (
 // whole Config.
 func withMirrorDefaults(c *config.Config) {
 	c.MirrorCheckTimeout, c.MirrorCheckReviewBudget = time.Second, 2*time.Second
+	c.MirrorCheckMaxLookups, c.MirrorCheckMaxInFlight = 32, 64
 	c.MirrorMissing, c.MirrorUnreachable = "deny", "rewrite"
 	c.MirrorCacheTTL, c.MirrorNegativeCacheTTL, c.MirrorCacheSize = 10*time.Minute, 30*time.Second, 4<<20
 	c.MirrorCircuitFailures, c.MirrorCircuitCooldown = 5, 30*time.Second
@@ -46,6 +47,10 @@ func TestMirrorCheckValidation(t *testing.T) {
 			[]string{`MIRROR_MISSING: "allow"`, `MIRROR_UNREACHABLE: "original"`}},
 		{"budget at the webhook timeout", with(map[string]string{"MIRROR_CHECK_REVIEW_BUDGET": "10s"}), []string{"MIRROR_CHECK_REVIEW_BUDGET: 10s"}},
 		{"timeout over the budget", with(map[string]string{"MIRROR_CHECK_TIMEOUT": "3s"}), []string{"MIRROR_CHECK_TIMEOUT: 3s is longer"}},
+		{"lookup bounds", with(map[string]string{"MIRROR_CHECK_MAX_LOOKUPS": "256", "MIRROR_CHECK_MAX_IN_FLIGHT": "1"}), nil},
+		{"lookup bounds out of range", with(map[string]string{"MIRROR_CHECK_MAX_LOOKUPS": "0", "MIRROR_CHECK_MAX_IN_FLIGHT": "1025"}),
+			[]string{"MIRROR_CHECK_MAX_LOOKUPS: 0 must be between 1 and 256", "MIRROR_CHECK_MAX_IN_FLIGHT: 1025 must be between 1 and 1024"}},
+		{"too many lookups per review", with(map[string]string{"MIRROR_CHECK_MAX_LOOKUPS": "257"}), []string{"MIRROR_CHECK_MAX_LOOKUPS: 257"}},
 		{"non-positive durations and counts", with(map[string]string{"MIRROR_CHECK_TIMEOUT": "0s", "MIRROR_CIRCUIT_FAILURES": "0",
 			"MIRROR_CIRCUIT_COOLDOWN": "0s", "MIRROR_CACHE_TTL": "-1s"}),
 			[]string{"MIRROR_CHECK_TIMEOUT: 0s", "MIRROR_CIRCUIT_FAILURES: 0", "MIRROR_CIRCUIT_COOLDOWN: 0s", "MIRROR_CACHE_TTL"}},

@@ -3,8 +3,10 @@
 // sink Knative injects as K_SINK.
 //
 // Observe runs on the admission request path, so sending is decoupled from it
-// by a bounded queue drained by one background worker. A slow or dead sink
-// costs dropped events, counted in metrics, never admission latency or memory.
+// by a queue drained by one background worker. The queue is bounded in events
+// and in bytes, and each event lists at most MaxListed entries of each list,
+// so a slow or dead sink costs dropped events, counted in metrics, never
+// admission latency or memory, however large the reviewed objects.
 package events
 
 import (
@@ -32,12 +34,19 @@ import (
 
 // Defaults for the zero values of Options.
 const (
-	DefaultSource    = "mutator"
-	DefaultQueueSize = 1024
-	DefaultRetries   = 3
-	DefaultTimeout   = 5 * time.Second
-	DefaultBackoff   = 100 * time.Millisecond
+	DefaultSource     = "mutator"
+	DefaultQueueSize  = 1024
+	DefaultQueueBytes = 4 << 20 // 4 MiB
+	DefaultMaxListed  = 100
+	DefaultRetries    = 3
+	DefaultTimeout    = 5 * time.Second
+	DefaultBackoff    = 100 * time.Millisecond
 )
+
+// eventOverhead is what an event holds besides its encoded data and its
+// attribute strings: the event context, its parsed source, time and content
+// type, and its queue slot. Measured at about 400 bytes; rounded up.
+const eventOverhead = 512
 
 // maxBackoff caps the exponential backoff so that a large Retries does not
 // park the worker for minutes on one event while the queue overflows.
@@ -54,9 +63,19 @@ type Options struct {
 	Sink string
 	// Source is the CloudEvents source attribute; "" is DefaultSource.
 	Source string
-	// QueueSize bounds the events waiting to be sent; 0 or less is
-	// DefaultQueueSize. When the queue is full new events are dropped.
+	// QueueSize bounds the number of events waiting to be sent; 0 or less
+	// is DefaultQueueSize. When the queue is full new events are dropped.
 	QueueSize int
+	// QueueBytes bounds the memory of the events waiting to be sent and of
+	// the one being sent, each counted as its encoded data plus its
+	// attributes and a fixed overhead; 0 or less is DefaultQueueBytes. An
+	// event that does not fit is dropped; smaller ones may still fit.
+	QueueBytes int64
+	// MaxListed is how many entries of each list of an event's data
+	// (changes, refused, mirrorFallbacks) are carried in full; the rest are
+	// only counted (Data.Truncated and Data.Omitted*). 0 or less is
+	// DefaultMaxListed.
+	MaxListed int
 	// Retries is how many times a failed send is retried; 0 is
 	// DefaultRetries, a negative value disables retries.
 	Retries int
@@ -100,6 +119,14 @@ type Data struct {
 	// means the image was admitted as written, outside the mirror; an
 	// enforce-mode event may carry only these, with no changes.
 	MirrorFallbacks []MirrorFallback `json:"mirrorFallbacks,omitempty"`
+	// Truncated is set when one of the lists above was cut to its first
+	// entries (Options.MaxListed, 100 by default) to bound the event's
+	// size; the Omitted counts say how many entries of each list were left
+	// out. Absent (false and zeros) when every entry is listed.
+	Truncated              bool `json:"truncated,omitempty"`
+	OmittedChanges         int  `json:"omittedChanges,omitempty"`
+	OmittedRefused         int  `json:"omittedRefused,omitempty"`
+	OmittedMirrorFallbacks int  `json:"omittedMirrorFallbacks,omitempty"`
 }
 
 // MirrorFallback is one image in Data.MirrorFallbacks.
@@ -131,20 +158,28 @@ type Change struct {
 // Emitter turns admission outcomes into CloudEvents and sends them in the
 // background. It implements admission.Observer.
 type Emitter struct {
-	client  cloudevents.Client
-	idle    interface{ CloseIdleConnections() }
-	source  string
-	retries int
-	timeout time.Duration
-	backoff time.Duration
-	logger  *zap.Logger
+	client    cloudevents.Client
+	idle      interface{ CloseIdleConnections() }
+	source    string
+	retries   int
+	timeout   time.Duration
+	backoff   time.Duration
+	budget    int64 // QueueBytes
+	maxListed int
+	logger    *zap.Logger
 
 	// mu guards closed and the closing of queue: Observe holds it for
 	// reading around its non-blocking send, so that Close can never close
 	// the channel under it. It is never held across I/O.
 	mu     sync.RWMutex
 	closed bool
-	queue  chan cloudevents.Event
+	queue  chan queued
+
+	// held is the size of the events queued or in flight: reserved by
+	// Observe before it enqueues, released by the worker when the event
+	// is sent, failed or dropped. It never exceeds budget; peak is its
+	// highest value so far.
+	held, peak atomic.Int64
 
 	// stop is cancelled when Close gives up draining; it aborts the
 	// send in flight and any backoff, and the rest of the queue is dropped.
@@ -157,6 +192,12 @@ type Emitter struct {
 }
 
 var _ admission.Observer = (*Emitter)(nil)
+
+// queued is an event in the queue with the size reserved for it.
+type queued struct {
+	ev   cloudevents.Event
+	size int64
+}
 
 // New validates the options, creates the CloudEvents HTTP client and starts
 // the worker. ctx's values are kept for sending, but its cancellation does
@@ -171,6 +212,12 @@ func New(ctx context.Context, opts Options) (*Emitter, error) {
 	}
 	if opts.QueueSize <= 0 {
 		opts.QueueSize = DefaultQueueSize
+	}
+	if opts.QueueBytes <= 0 {
+		opts.QueueBytes = DefaultQueueBytes
+	}
+	if opts.MaxListed <= 0 {
+		opts.MaxListed = DefaultMaxListed
 	}
 	switch {
 	case opts.Retries == 0:
@@ -210,15 +257,20 @@ func New(ctx context.Context, opts Options) (*Emitter, error) {
 	}
 
 	e := &Emitter{
-		client:  client,
-		idle:    transport,
-		source:  opts.Source,
-		retries: opts.Retries,
-		timeout: opts.Timeout,
-		backoff: opts.Backoff,
-		logger:  logger,
-		queue:   make(chan cloudevents.Event, opts.QueueSize),
-		done:    make(chan struct{}),
+		client:    client,
+		idle:      transport,
+		source:    opts.Source,
+		retries:   opts.Retries,
+		timeout:   opts.Timeout,
+		backoff:   opts.Backoff,
+		budget:    opts.QueueBytes,
+		maxListed: opts.MaxListed,
+		logger:    logger,
+		// The channel's buffer is allocated once, QueueSize small slots,
+		// and a slot is cleared when the worker receives from it, so the
+		// queue retains nothing of an event once it is sent or dropped.
+		queue: make(chan queued, opts.QueueSize),
+		done:  make(chan struct{}),
 	}
 	if err := e.instruments(mp); err != nil {
 		return nil, err
@@ -250,7 +302,7 @@ func (e *Emitter) instruments(mp metric.MeterProvider) error {
 		desc string
 	}{
 		{&e.mSent, "mutator.events.sent", "Audit events the sink accepted."},
-		{&e.mDropped, "mutator.events.dropped", "Audit events dropped unsent: queue full, or the emitter closed or shutting down."},
+		{&e.mDropped, "mutator.events.dropped", "Audit events dropped unsent: queue full (in events or bytes), or the emitter closed or shutting down."},
 		{&e.mFailed, "mutator.events.failed", "Audit events the sink refused or could not be reached for, after all retries."},
 	} {
 		var err error
@@ -277,18 +329,54 @@ func (e *Emitter) Observe(_ context.Context, o admission.Outcome) {
 	if !ok {
 		return
 	}
+	q := queued{ev: ev, size: e.size(ev)}
 	e.mu.RLock()
 	if e.closed {
 		e.mu.RUnlock()
-		e.drop("dropping audit event: emitter is closed", ev)
+		e.drop("dropping audit event: emitter is closed", q)
+		return
+	}
+	if !e.reserve(q.size) {
+		e.mu.RUnlock()
+		if q.size > e.budget {
+			e.drop("dropping audit event: larger than the whole queue's byte budget", q)
+		} else {
+			e.drop("dropping audit event: queue is full, the sink is slow or unreachable", q)
+		}
 		return
 	}
 	select {
-	case e.queue <- ev:
+	case e.queue <- q:
 		e.mu.RUnlock()
 	default:
 		e.mu.RUnlock()
-		e.drop("dropping audit event: queue is full, the sink is slow or unreachable", ev)
+		e.held.Add(-q.size)
+		e.drop("dropping audit event: queue is full, the sink is slow or unreachable", q)
+	}
+}
+
+// size is what an event is counted for in the byte budget: its encoded data,
+// built once by event (json.Marshal allocates it to fit, so its capacity is
+// what it holds), its attribute strings and a fixed overhead.
+func (e *Emitter) size(ev cloudevents.Event) int64 {
+	return int64(eventOverhead + cap(ev.Data()) + len(ev.ID()) + len(ev.Type()) + len(ev.Subject()) + len(e.source))
+}
+
+// reserve adds n to the bytes held if that stays within the budget.
+func (e *Emitter) reserve(n int64) bool {
+	for {
+		held := e.held.Load()
+		if held+n > e.budget {
+			return false
+		}
+		if e.held.CompareAndSwap(held, held+n) {
+			for peak := e.peak.Load(); held+n > peak; peak = e.peak.Load() {
+				if e.peak.CompareAndSwap(peak, held+n) {
+					break
+				}
+			}
+			return true
+		}
 	}
 }
 
@@ -316,24 +404,39 @@ func (e *Emitter) event(o admission.Outcome) (cloudevents.Event, bool) {
 		return cloudevents.Event{}, false
 	}
 
-	data := Data{
-		Operation:   string(req.Operation),
-		Resource:    req.Resource.Resource,
-		Subresource: req.SubResource,
-		Namespace:   req.Namespace,
-		Name:        req.Name,
-		UID:         string(req.UID),
-		User:        req.UserInfo.Username,
-		Mode:        mode,
-		Changes:     make([]Change, len(o.Changes)),
+	// Each list is cut to its first maxListed entries, so that an event's
+	// size (and the work of building it) does not grow with the object:
+	// a Pod of 3,000 containers yields 100 changes and "2,900 omitted".
+	changes, omittedChanges := listed(o.Changes, e.maxListed)
+	problems, omittedRefused := listed(o.Problems, e.maxListed)
+	fallbacks, omittedFallbacks := listed(o.MirrorFallbacks, e.maxListed)
+	for _, f := range o.MirrorFallbacks {
+		// The admission controller summarises long lists itself: an
+		// entry with More stands for 1+More images.
+		omittedFallbacks += f.More
 	}
-	for i, c := range o.Changes {
+	data := Data{
+		Operation:              string(req.Operation),
+		Resource:               req.Resource.Resource,
+		Subresource:            req.SubResource,
+		Namespace:              req.Namespace,
+		Name:                   req.Name,
+		UID:                    string(req.UID),
+		User:                   req.UserInfo.Username,
+		Mode:                   mode,
+		Changes:                make([]Change, len(changes)),
+		Truncated:              omittedChanges+omittedRefused+omittedFallbacks > 0,
+		OmittedChanges:         omittedChanges,
+		OmittedRefused:         omittedRefused,
+		OmittedMirrorFallbacks: omittedFallbacks,
+	}
+	for i, c := range changes {
 		data.Changes[i] = Change{Kind: string(c.Kind), Path: c.Path, Where: c.Where, From: c.From, To: c.To}
 	}
-	for _, p := range o.Problems {
+	for _, p := range problems {
 		data.Refused = append(data.Refused, Refusal{Where: p.Where, Reason: p.Err.Error()})
 	}
-	for _, f := range o.MirrorFallbacks {
+	for _, f := range fallbacks {
 		data.MirrorFallbacks = append(data.MirrorFallbacks, MirrorFallback{Where: f.Where, Image: f.Image, Mirror: f.Mirror,
 			Reason: string(f.Reason), Action: string(f.Action)})
 	}
@@ -372,20 +475,23 @@ func (e *Emitter) event(o admission.Outcome) (cloudevents.Event, bool) {
 }
 
 // run is the worker: it sends one event at a time, so at most one event is
-// in flight and memory is bounded by the queue.
+// in flight and memory is bounded by the queue's byte budget, which counts
+// the event in flight too.
 func (e *Emitter) run() {
 	defer close(e.done)
-	for ev := range e.queue {
-		e.deliver(ev)
+	for q := range e.queue {
+		e.deliver(q)
+		e.held.Add(-q.size)
 	}
 }
 
 // deliver sends an event, retrying transport errors and retriable statuses
 // with exponential backoff; each attempt is bounded by the timeout.
-func (e *Emitter) deliver(ev cloudevents.Event) {
+func (e *Emitter) deliver(q queued) {
+	ev := q.ev
 	for attempt := 0; ; attempt++ {
 		if e.stop.Err() != nil {
-			e.drop("dropping audit event: shutting down", ev)
+			e.drop("dropping audit event: shutting down", q)
 			return
 		}
 		ctx, cancel := context.WithTimeout(e.stop, e.timeout)
@@ -399,7 +505,7 @@ func (e *Emitter) deliver(ev cloudevents.Event) {
 			return
 		}
 		if e.stop.Err() != nil {
-			e.drop("dropping audit event: shutting down", ev)
+			e.drop("dropping audit event: shutting down", q)
 			return
 		}
 		if attempt >= e.retries || !retriable(res) {
@@ -407,7 +513,7 @@ func (e *Emitter) deliver(ev cloudevents.Event) {
 			return
 		}
 		if !e.sleep(e.delay(attempt)) {
-			e.drop("dropping audit event: shutting down", ev)
+			e.drop("dropping audit event: shutting down", q)
 			return
 		}
 	}
@@ -454,10 +560,20 @@ func (e *Emitter) sleep(d time.Duration) bool {
 	}
 }
 
-func (e *Emitter) drop(msg string, ev cloudevents.Event) {
+// listed splits a list into the entries an event carries in full and the
+// count of those it leaves out.
+func listed[T any](s []T, limit int) ([]T, int) {
+	if len(s) <= limit {
+		return s, 0
+	}
+	return s[:limit], len(s) - limit
+}
+
+func (e *Emitter) drop(msg string, q queued) {
 	e.dropped.Add(1)
 	e.mDropped.Add(context.Background(), 1)
-	e.logger.Warn(msg, zap.String("id", ev.ID()), zap.String("type", ev.Type()), zap.String("subject", ev.Subject()))
+	e.logger.Warn(msg, zap.String("id", q.ev.ID()), zap.String("type", q.ev.Type()), zap.String("subject", q.ev.Subject()),
+		zap.Int64("bytes", q.size), zap.Int64("queuedBytes", e.held.Load()), zap.Int64("budgetBytes", e.budget))
 }
 
 func (e *Emitter) fail(msg string, ev cloudevents.Event, err error) {

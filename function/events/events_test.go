@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"runtime"
 	"strconv"
@@ -663,4 +664,274 @@ func (p *recordingMeterProvider) unit(name string) string {
 		return c.unit
 	}
 	return ""
+}
+
+// manyChanges is the change list of a Pod of n containers, every image
+// rewritten.
+func manyChanges(n int) []mutation.Change {
+	changes := make([]mutation.Change, n)
+	for i := range changes {
+		changes[i] = mutation.Change{Kind: mutation.KindImage, Path: "/spec/containers/" + strconv.Itoa(i) + "/image",
+			Where: `container "app-` + strconv.Itoa(i) + `"`, From: "nginx:1.27", To: "registry.example.com/library/nginx:1.27"}
+	}
+	return changes
+}
+
+// blockedSink returns the URL of a sink that accepts connections and reads
+// nothing: every send hangs until it is aborted or the test ends. It keeps no
+// event, so that the heap measures the emitter alone.
+func blockedSink(t *testing.T) string {
+	t.Helper()
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(release) }) // runs first: handlers return, then the server closes
+	return srv.URL + "/"
+}
+
+// heapAlloc is the live heap after a full collection.
+func heapAlloc() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+// TestQueueBoundedInBytes floods an emitter whose sink never answers with the
+// events of 3,000-container Pods, the finding of issue 18: the queue used to
+// hold up to 1,024 of them whatever their size (216 MiB for 488). The bytes
+// held must stay within the budget, small events must still get in once the
+// large ones no longer fit, and everything must be released on Close.
+func TestQueueBoundedInBytes(t *testing.T) {
+	const floods = 488
+	tests := []struct {
+		name      string
+		maxListed int
+		// budget is QueueBytes given the size of one large event; nil
+		// leaves the default.
+		budget     func(large int64) int64
+		wantQueued int // large events accepted; -1: whatever fits
+	}{{
+		name:       "full lists, room for three and a half large events",
+		maxListed:  3000,
+		budget:     func(large int64) int64 { return 3*large + large/2 },
+		wantQueued: 3, // the one in flight and two waiting
+	}, {
+		name:       "one event larger than the whole budget",
+		maxListed:  3000,
+		budget:     func(large int64) int64 { return large / 2 },
+		wantQueued: 0,
+	}, {
+		name:       "defaults: summarised events, 4 MiB",
+		wantQueued: -1,
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			url := blockedSink(t)
+			changes := manyChanges(3000)
+			large := func(i int) admission.Outcome {
+				return outcome(req{kind: "Pod", resource: "pods", ns: "team-a", name: "web", uid: "uid-large-" + strconv.Itoa(1000+i), user: "system:anonymous"},
+					admission.Patched, changes...)
+			}
+			small := outcome(req{kind: "Pod", resource: "pods", ns: "team-a", name: "web", uid: "uid-small", user: "alice"}, admission.Patched, imageChange)
+
+			opts := Options{Sink: url, MaxListed: tt.maxListed, Timeout: time.Minute, MeterProvider: newRecordingMeterProvider()}
+			probe, err := New(context.Background(), opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			largeSize, _ := probe.EventSize(large(0))
+			smallSize, _ := probe.EventSize(small)
+			if err := probe.Close(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			budget := int64(DefaultQueueBytes)
+			if tt.budget != nil {
+				budget = tt.budget(largeSize)
+				opts.QueueBytes = budget
+			}
+
+			mp := newRecordingMeterProvider()
+			opts.MeterProvider = mp
+			e, err := New(context.Background(), opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := heapAlloc()
+			for i := range floods {
+				e.Observe(context.Background(), large(i))
+				if held, _ := e.HeldBytes(); held > budget {
+					t.Fatalf("after %d events %d bytes held, over the budget of %d", i+1, held, budget)
+				}
+			}
+			during := heapAlloc()
+
+			held, peak := e.HeldBytes()
+			_, dropped, _ := e.Stats()
+			if peak > budget || held > budget {
+				t.Errorf("held %d, peak %d bytes; budget %d", held, peak, budget)
+			}
+			queued := floods - int(dropped)
+			if tt.wantQueued >= 0 && queued != tt.wantQueued {
+				t.Errorf("%d of %d large events (%d bytes each) queued, want %d in %d bytes", queued, floods, largeSize, tt.wantQueued, budget)
+			}
+			if tt.wantQueued < 0 && (dropped == 0 || queued == 0) {
+				t.Errorf("%d of %d large events (%d bytes each) queued in %d bytes; want some queued and some dropped", queued, floods, largeSize, budget)
+			}
+			if int64(queued)*largeSize > budget+floods { // sizes differ by a few bytes of uid
+				t.Errorf("%d events of %d bytes queued in a budget of %d", queued, largeSize, budget)
+			}
+			if got := mp.value("mutator.events.dropped"); got != int64(dropped) {
+				t.Errorf("mutator.events.dropped = %d, Stats says %d", got, dropped)
+			}
+			// Honest accounting: what the heap holds is the budget, give or
+			// take the in-flight event's encoding in the HTTP client.
+			if growth := int64(during) - int64(before); growth > 2*budget+1<<20 {
+				t.Errorf("heap grew by %d bytes for %d events held in a budget of %d", growth, queued, budget)
+			}
+
+			// Large events no longer fit; a small one still does, if the
+			// budget has room for it.
+			observed := uint64(floods)
+			if budget-held >= smallSize {
+				e.Observe(context.Background(), small)
+				observed++
+				if _, d, _ := e.Stats(); d != dropped {
+					t.Errorf("small event (%d bytes) dropped with %d of %d bytes held", smallSize, held, budget)
+				}
+				if h, _ := e.HeldBytes(); h != held+smallSize {
+					t.Errorf("held %d bytes after the small event, want %d", h, held+smallSize)
+				}
+			} else if tt.wantQueued >= 0 {
+				t.Fatalf("the test's budget leaves no room for a small event (%d bytes)", smallSize)
+			}
+
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer cancel()
+			if err := e.Close(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("Close: %v", err)
+			}
+			if held, _ := e.HeldBytes(); held != 0 {
+				t.Errorf("%d bytes still held after Close", held)
+			}
+			sent, dropped, failed := e.Stats()
+			if sent+dropped+failed != observed {
+				t.Errorf("sent %d, dropped %d, failed %d; want all %d events accounted for", sent, dropped, failed, observed)
+			}
+			if after := heapAlloc(); int64(after)-int64(before) > 1<<20 {
+				t.Errorf("heap %d bytes above its level before the flood after Close; the queue's memory was not released", int64(after)-int64(before))
+			}
+		})
+	}
+}
+
+// TestEventListsSummarised checks that an event carries at most MaxListed
+// entries of each list, the first ones in order, and counts the rest, and
+// that an event with nothing left out has none of the summary fields.
+func TestEventListsSummarised(t *testing.T) {
+	problems := func(n int) []mutation.Problem {
+		ps := make([]mutation.Problem, n)
+		for i := range ps {
+			ps[i] = mutation.Problem{Where: `container "app-` + strconv.Itoa(i) + `"`, Err: errors.New(`image "evil.example/x:` + strconv.Itoa(i) + `" cannot be pulled from an allowed registry`)}
+		}
+		return ps
+	}
+	fallbacks := func(n int) []admission.MirrorFallback {
+		fs := make([]admission.MirrorFallback, n)
+		for i := range fs {
+			fs[i] = admission.MirrorFallback{Where: `container "app-` + strconv.Itoa(i) + `"`, Image: "nginx:" + strconv.Itoa(i),
+				Mirror: "registry.example.com/library/nginx:" + strconv.Itoa(i), Reason: mirror.Missing, Action: admission.MirrorOriginal}
+		}
+		return fs
+	}
+	tests := []struct {
+		name                       string
+		maxListed                  int
+		result                     admission.Result
+		changes, refused, fallback int
+		wantListed                 [3]int
+		wantOmitted                [3]int
+	}{
+		{"small pod: all listed", 0, admission.Patched, 2, 0, 1, [3]int{2, 0, 1}, [3]int{}},
+		{"exactly the default limit", 0, admission.Patched, DefaultMaxListed, DefaultMaxListed, DefaultMaxListed, [3]int{100, 100, 100}, [3]int{}},
+		{"one over the limit", 0, admission.Patched, DefaultMaxListed + 1, 0, 0, [3]int{100, 0, 0}, [3]int{1, 0, 0}},
+		{"3,000-container pod", 0, admission.Patched, 3000, 0, 0, [3]int{100, 0, 0}, [3]int{2900, 0, 0}},
+		{"3,000 refused images", 0, admission.Denied, 0, 3000, 0, [3]int{0, 100, 0}, [3]int{0, 2900, 0}},
+		{"3,000 mirror fallbacks", 0, admission.Unchanged, 0, 0, 3000, [3]int{0, 0, 100}, [3]int{0, 0, 2900}},
+		{"all three lists over a limit of 5", 5, admission.Patched, 7, 6, 5, [3]int{5, 5, 5}, [3]int{2, 1, 0}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := startSink(t, nil)
+			e, err := New(context.Background(), Options{Sink: s.url, MaxListed: tt.maxListed})
+			if err != nil {
+				t.Fatal(err)
+			}
+			o := outcome(req{kind: "Pod", resource: "pods", ns: "team-a", name: "web", uid: "uid-summary", user: "alice"}, tt.result, manyChanges(tt.changes)...)
+			o.Problems = problems(tt.refused)
+			o.MirrorFallbacks = fallbacks(tt.fallback)
+			e.Observe(context.Background(), o)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := e.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
+			events, bodies, _ := s.received()
+			if len(events) != 1 || len(bodies) != 1 {
+				t.Fatalf("sink got %d events, want 1", len(events))
+			}
+			var got Data
+			if err := events[0].DataAs(&got); err != nil {
+				t.Fatal(err)
+			}
+
+			want := Data{Changes: []Change{}}
+			for _, c := range o.Changes[:tt.wantListed[0]] {
+				want.Changes = append(want.Changes, Change{Kind: string(c.Kind), Path: c.Path, Where: c.Where, From: c.From, To: c.To})
+			}
+			for _, p := range o.Problems[:tt.wantListed[1]] {
+				want.Refused = append(want.Refused, Refusal{Where: p.Where, Reason: p.Err.Error()})
+			}
+			for _, f := range o.MirrorFallbacks[:tt.wantListed[2]] {
+				want.MirrorFallbacks = append(want.MirrorFallbacks, MirrorFallback{Where: f.Where, Image: f.Image, Mirror: f.Mirror, Reason: string(f.Reason), Action: string(f.Action)})
+			}
+			if !reflect.DeepEqual(got.Changes, want.Changes) || !reflect.DeepEqual(got.Refused, want.Refused) || !reflect.DeepEqual(got.MirrorFallbacks, want.MirrorFallbacks) {
+				t.Errorf("listed %d changes, %d refused, %d fallbacks; want the first %v of each, in order",
+					len(got.Changes), len(got.Refused), len(got.MirrorFallbacks), tt.wantListed)
+			}
+			omitted := [3]int{got.OmittedChanges, got.OmittedRefused, got.OmittedMirrorFallbacks}
+			truncated := tt.wantOmitted != [3]int{}
+			if omitted != tt.wantOmitted || got.Truncated != truncated {
+				t.Errorf("omitted %v, truncated %v; want %v, %v", omitted, got.Truncated, tt.wantOmitted, truncated)
+			}
+
+			// Backward compatible: the summary fields appear only when
+			// something was left out, and then with their counts.
+			body := bodies[0]
+			for field, want := range map[string]bool{
+				`"truncated":true`: truncated,
+				`"omittedChanges":` + strconv.Itoa(tt.wantOmitted[0]):         tt.wantOmitted[0] > 0,
+				`"omittedRefused":` + strconv.Itoa(tt.wantOmitted[1]):         tt.wantOmitted[1] > 0,
+				`"omittedMirrorFallbacks":` + strconv.Itoa(tt.wantOmitted[2]): tt.wantOmitted[2] > 0,
+				`"truncated"`:              truncated,
+				`"omittedChanges"`:         tt.wantOmitted[0] > 0,
+				`"omittedRefused"`:         tt.wantOmitted[1] > 0,
+				`"omittedMirrorFallbacks"`: tt.wantOmitted[2] > 0,
+			} {
+				if strings.Contains(body, field) != want {
+					t.Errorf("body has %s: %v, want %v", field, !want, want)
+				}
+			}
+			// Bounded whatever the Pod: 100 entries of each list.
+			if len(body) > 64<<10 {
+				t.Errorf("event of %d bytes for %d changes, %d refused, %d fallbacks", len(body), tt.changes, tt.refused, tt.fallback)
+			}
+		})
+	}
 }

@@ -319,6 +319,39 @@ type Rule struct {
 	Target string // registry host with an optional path
 }
 
+// sourceHost reports whether source is a registry host as the runtime reads
+// one at the start of an image reference, and returns its comparison form.
+// The runtime's parser decides, so every host an image can name is a valid
+// source: "somehost:443" and "SomeHost" too (both the registry "somehost",
+// which an image can only reach under one of those spellings).
+func sourceHost(source string) (string, bool) {
+	if source == "" || strings.Contains(source, "/") {
+		return "", false
+	}
+	named, err := reference.ParseNormalizedNamed(source + "/x")
+	if err != nil {
+		return "", false
+	}
+	canonical := CanonicalDomain(source)
+	if CanonicalDomain(reference.Domain(named)) != canonical {
+		// The parser read it as a Docker Hub namespace ("quay/x").
+		return "", false
+	}
+	return canonical, true
+}
+
+// String prints the rule as a REGISTRY_MAP entry that parses back to it. A
+// source whose comparison form is a single label ("somehost", from
+// "somehost:443") gets its ":443" back: alone it would name a Docker Hub
+// namespace.
+func (r Rule) String() string {
+	source := r.Source
+	if source != "*" && !strings.ContainsAny(source, ".:") && source != "localhost" {
+		source += ":443"
+	}
+	return source + "=" + r.Target
+}
+
 // ParseRegistryMap parses REGISTRY_MAP entries of the form source=target.
 // Sources are normalised the way image registries are compared (lower case,
 // index.docker.io is docker.io, no :443); a source given twice is an error
@@ -335,8 +368,8 @@ func ParseRegistryMap(entries []string) ([]Rule, error) {
 			continue
 		}
 		if source != "*" {
-			canonical := CanonicalDomain(source)
-			if strings.Contains(source, "/") || ValidateRegistry(canonical) != nil {
+			canonical, ok := sourceHost(source)
+			if !ok {
 				errs = append(errs, fmt.Errorf("%q: source %q is not a registry host (such as docker.io, quay.io, host:5000) or *", e, source))
 				continue
 			}

@@ -252,6 +252,10 @@ func TestParseRegistryMap(t *testing.T) {
 		{"port source and star", []string{"h.example.com:5000=a.example.com", "*=b.example.com:443/all"},
 			[]images.Rule{{Source: "h.example.com:5000", Target: "a.example.com"}, {Source: "*", Target: "b.example.com:443/all"}}},
 		{"localhost", []string{"localhost:5000=localhost:5001/x"}, []images.Rule{{Source: "localhost:5000", Target: "localhost:5001/x"}}},
+		// The runtime reads "somehost:443/x" and "SomeHost/x" as the
+		// registry somehost, so both are sources (issue 18).
+		{"single-label host with :443", []string{"somehost:443=mirror.example.com/s"}, []images.Rule{{Source: "somehost", Target: "mirror.example.com/s"}}},
+		{"upper-case single-label host", []string{"SomeHost=mirror.example.com/s"}, []images.Rule{{Source: "somehost", Target: "mirror.example.com/s"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

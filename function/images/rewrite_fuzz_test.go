@@ -226,10 +226,14 @@ func wellFormedMap(entries []string) bool {
 			source = "docker.io"
 		}
 		if source != "*" {
-			if strings.Contains(source, "/") || !strings.ContainsAny(source, ".:") && source != "localhost" {
+			// A host as the runtime reads one: a '.', a ':port',
+			// "localhost" or an upper-case letter (the source was
+			// lower-cased above, so the case is checked on the original).
+			original := strings.TrimSpace(strings.SplitN(e, "=", 2)[0])
+			if strings.Contains(source, "/") || !strings.ContainsAny(source, ".:") && source != "localhost" && original == source {
 				return false
 			}
-			named, err := reference.ParseNormalizedNamed(source + "/x")
+			named, err := reference.ParseNormalizedNamed(original + "/x")
 			if err != nil || strings.ToLower(reference.Domain(named)) != source {
 				return false
 			}
@@ -311,7 +315,11 @@ func FuzzParseRegistryMap(f *testing.F) {
 				t.Fatalf("ParseRegistryMap(%q): source %q is not normalised to docker.io", entries, r.Source)
 			}
 			if r.Source != "*" {
-				if strings.Contains(r.Source, "/") || images.ValidateRegistry(r.Source) != nil {
+				// The runtime's parser must read the source as the
+				// registry host of an image.
+				printedSource, _, _ := strings.Cut(r.String(), "=")
+				named, err := reference.ParseNormalizedNamed(printedSource + "/x")
+				if strings.Contains(r.Source, "/") || err != nil || images.CanonicalDomain(reference.Domain(named)) != r.Source {
 					t.Fatalf("ParseRegistryMap(%q): source %q is not a registry host", entries, r.Source)
 				}
 			}
@@ -321,7 +329,7 @@ func FuzzParseRegistryMap(f *testing.F) {
 			if strings.HasSuffix(r.Target, "/") {
 				t.Fatalf("ParseRegistryMap(%q): target %q ends in /", entries, r.Target)
 			}
-			printed[i] = r.Source + "=" + r.Target
+			printed[i] = r.String()
 		}
 		again, err := images.ParseRegistryMap(printed)
 		if err != nil {

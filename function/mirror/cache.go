@@ -76,6 +76,15 @@ func (c *cache) put(key string, present bool, expires time.Time) {
 	}
 }
 
+// delete removes key's entry, if any.
+func (c *cache) delete(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, found := c.items[key]; found {
+		c.remove(el)
+	}
+}
+
 func (c *cache) remove(el *list.Element) {
 	e := c.ll.Remove(el).(*entry)
 	delete(c.items, e.key)
@@ -87,4 +96,38 @@ func (c *cache) stats() (entries int, bytes int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.ll.Len(), c.size
+}
+
+// answers keeps present and missing answers apart, each in its own share of
+// the bytes: missing answers are what a flood of made-up references leaves
+// behind, and they must not evict the present answers that the cluster's
+// own images are served from. Present answers get three quarters.
+type answers struct {
+	present, missing *cache
+}
+
+func newAnswers(maxBytes int64) *answers {
+	neg := maxBytes / 4
+	return &answers{present: newCache(maxBytes - neg), missing: newCache(neg)}
+}
+
+func (a *answers) get(key string, now time.Time) (present, ok bool) {
+	if _, ok := a.present.get(key, now); ok {
+		return true, true
+	}
+	if _, ok := a.missing.get(key, now); ok {
+		return false, true
+	}
+	return false, false
+}
+
+// put stores an answer, replacing an opposite one.
+func (a *answers) put(key string, present bool, expires time.Time) {
+	if present {
+		a.missing.delete(key)
+		a.present.put(key, true, expires)
+		return
+	}
+	a.present.delete(key)
+	a.missing.put(key, false, expires)
 }

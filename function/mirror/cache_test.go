@@ -67,3 +67,38 @@ func TestCacheBound(t *testing.T) {
 		t.Error("a key larger than the cache was stored")
 	}
 }
+
+// TestAnswersKeepPresent: a flood of missing answers (made-up references)
+// evicts only missing answers; the present answers the cluster's images are
+// served from stay, and an answer that flips replaces the other.
+func TestAnswersKeepPresent(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	later := t0.Add(time.Hour)
+	key := func(kind string, i int) string { return fmt.Sprintf("registry.example.com/mirror/%s-%06d:v1", kind, i) }
+	a := newAnswers(100 * cost(key("app", 0)))
+	for i := range 50 {
+		a.put(key("app", i), true, later)
+	}
+	for i := range 10_000 {
+		a.put(key("made-up", i), false, later)
+	}
+	for i := range 50 {
+		if present, ok := a.get(key("app", i), t0); !ok || !present {
+			t.Fatalf("present answer %d evicted by missing ones", i)
+		}
+	}
+	if _, ok := a.get(key("made-up", 9_999), t0); !ok {
+		t.Error("the latest missing answer is not kept")
+	}
+	if n, _ := a.missing.stats(); n > 25 {
+		t.Errorf("%d missing answers kept, want at most a quarter of the bytes (25 entries)", n)
+	}
+	a.put(key("app", 0), false, later)
+	if present, ok := a.get(key("app", 0), t0); !ok || present {
+		t.Errorf("flipped to missing: got present %v, ok %v", present, ok)
+	}
+	a.put(key("app", 0), true, later)
+	if present, ok := a.get(key("app", 0), t0); !ok || !present {
+		t.Errorf("flipped back to present: got present %v, ok %v", present, ok)
+	}
+}

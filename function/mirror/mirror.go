@@ -4,12 +4,18 @@
 // controller asks it about each rewritten image before admitting the
 // rewrite, so that a Pod is not sent to a mirror that lacks its image.
 //
-// A check runs on the admission request path, so its cost is bounded: each
-// registry lookup has a timeout; answers are cached (present and missing with
-// their own TTLs) in a cache bounded in bytes; concurrent checks of one
-// reference share one lookup (singleflight), so a rollout of many replicas
-// costs one request; and a per-registry circuit stops asking a registry that
-// keeps failing until a cool-down has passed.
+// A check runs on the admission request path, and whoever can reach the
+// webhook's port chooses the references, so its cost is bounded: each
+// registry lookup has a timeout; answers are cached (present and missing
+// with their own TTLs, in separate shares of a cache bounded in bytes);
+// concurrent checks of one reference share one lookup (singleflight), so a
+// rollout of many replicas costs one request; a lookup is cancelled as soon
+// as no check waits for it any more (its reviews' deadlines have passed);
+// lookups in flight are bounded (MaxInFlight), the slots served in turn by
+// review; and a per-registry circuit stops asking a registry that keeps
+// failing until a cool-down has passed. The circuit opens only when the
+// registry also fails a probe the checker chooses itself, so references
+// chosen to be slow or to fail cannot open it for everyone.
 package mirror
 
 import (
@@ -31,7 +37,6 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
 	"go.uber.org/zap"
-	"golang.org/x/sync/singleflight"
 )
 
 // Outcome is the answer to one check; it labels metrics.
@@ -45,6 +50,22 @@ const (
 	Error       Outcome = "error"        // any other failure: 5xx, 401/403, TLS, refused connection
 	Timeout     Outcome = "timeout"      // no answer within the timeout (or the caller's deadline)
 	CircuitOpen Outcome = "circuit-open" // not asked: the registry's circuit is open
+	// Skipped is never returned by the checker: the admission controller
+	// uses it for an image it did not ask about because its review had
+	// reached its lookup limit (MIRROR_CHECK_MAX_LOOKUPS).
+	Skipped Outcome = "skipped"
+)
+
+// Results of registry lookups that are not check outcomes: they label the
+// lookups counter only.
+const (
+	// lookupCancelled: no check waited for the lookup any more (their
+	// reviews' deadlines had passed), so it was stopped.
+	lookupCancelled Outcome = "cancelled"
+	// lookupNoSlot: no slot freed (MaxInFlight) within maxSlotWait; the
+	// registry was not asked. (A lookup whose checks gave up while it
+	// waited is cancelled.)
+	lookupNoSlot Outcome = "no-slot"
 )
 
 // Known reports whether the outcome is an answer from the registry.
@@ -70,12 +91,18 @@ const (
 	// bounds its memory and picks up rotated credentials.
 	maxPullerLookups = 1024
 	maxPullerAge     = 5 * time.Minute
+	// probeTimeouts is a probe's timeout, in lookup timeouts.
+	probeTimeouts = 10
+	// maxSlotWait bounds the wait for a lookup slot of checks that have
+	// no deadline; a review's checks have one, shorter (at most
+	// MIRROR_CHECK_REVIEW_BUDGET, under 10s).
+	maxSlotWait = 10 * time.Second
 )
 
 // Options configure New.
 type Options struct {
-	// Timeout bounds each registry lookup (every request it makes); 0 or
-	// less is DefaultTimeout.
+	// Timeout bounds each registry lookup (every request it makes), from
+	// the moment it has a slot; 0 or less is DefaultTimeout.
 	Timeout time.Duration
 	// PositiveTTL and NegativeTTL are how long a present and a missing
 	// answer are cached; 0 or less does not cache that answer. Errors and
@@ -84,14 +111,18 @@ type Options struct {
 	// CacheBytes bounds the cache (keys plus an estimated per-entry
 	// overhead); 0 or less is DefaultCacheBytes.
 	CacheBytes int64
-	// Failures is how many consecutive errors or timeouts open a
-	// registry's circuit, and Cooldown how long it stays open before one
-	// probe is let through; 0 or less are DefaultFailures and
+	// Failures is how many consecutive errors or timeouts of lookups make
+	// the checker probe the registry (see Checker.probe; a failed probe
+	// opens its circuit), and Cooldown how long the circuit stays open
+	// before the next probe; 0 or less are DefaultFailures and
 	// DefaultCooldown.
 	Failures int
 	Cooldown time.Duration
-	// MaxInFlight bounds concurrent registry lookups; a lookup waits (within
-	// its timeout) for a slot. 0 or less is DefaultMaxInFlight.
+	// MaxInFlight bounds concurrent registry lookups; a lookup waits for a
+	// slot as long as some check waits for it (at most 10s), and slots are
+	// granted in turn by review (see WithReview). The timeout of a lookup
+	// starts when it has a slot. Probes of the circuit (one per registry
+	// at a time) do not take a slot. 0 or less is DefaultMaxInFlight.
 	MaxInFlight int
 	// Keychain gives credentials per registry; nil is anonymous.
 	Keychain authn.Keychain
@@ -133,39 +164,75 @@ type Stats struct {
 	CacheMisses  uint64
 	Shared       uint64 // checks answered by a lookup other checks shared (see Result.Shared)
 	CircuitOpens uint64 // lookups refused by an open circuit
+	Cancelled    uint64 // lookups stopped because no check waited for them any more
+	NoSlot       uint64 // lookups that got no slot (MaxInFlight) within 10s: the registry was not asked
+	Probes       uint64 // probes of a registry's health by its circuit
+	InFlight     int    // lookups holding a slot now
+	MaxInFlight  int    // the most lookups that ever held a slot at once
 }
 
 // Checker answers whether a registry serves a reference. It is safe for
 // concurrent use.
 type Checker struct {
-	timeout    time.Duration
-	posTTL     time.Duration
-	negTTL     time.Duration
-	failures   int
-	cooldown   time.Duration
-	insecure   bool
-	now        func() time.Time
-	logger     *zap.Logger
-	remoteOpts []remote.Option
-	idle       interface{ CloseIdleConnections() }
+	timeout     time.Duration
+	posTTL      time.Duration
+	negTTL      time.Duration
+	failures    int
+	cooldown    time.Duration
+	maxInFlight int
+	insecure    bool
+	now         func() time.Time
+	logger      *zap.Logger
+	remoteOpts  []remote.Option
+	probeOpts   []remote.Option   // as remoteOpts, over probeRT
+	probeRT     http.RoundTripper // what probes ask with
+	idle        []interface{ CloseIdleConnections() }
 
-	cache   *cache
-	flights singleflight.Group
-	slots   chan struct{}
-	puller  atomic.Pointer[pullerGen]
+	cache  *answers
+	slots  *slots
+	puller atomic.Pointer[pullerGen]
+
+	fmu     sync.Mutex
+	flights map[string]*flight // by reference: the lookups in flight
 
 	mu       sync.Mutex
 	circuits map[string]*circuit
 
-	// base is every lookup's parent: lookups are detached from the check
-	// that started them, so that a caller giving up (its review's budget
-	// spent) neither cancels the lookup others share nor loses its answer
-	// for the cache. Close cancels it.
+	// base is every lookup's and probe's parent: a lookup is not tied to
+	// the check that started it, so that a check giving up does not
+	// cancel the lookup other checks still wait for; it is cancelled when
+	// the last check waiting for it gives up (see flight). Close cancels
+	// base.
 	base   context.Context
 	cancel context.CancelFunc
 
-	lookups, hits, misses, shared, opens atomic.Uint64
-	m                                    instruments
+	lookups, hits, misses, shared, opens, cancelled, noSlot, probes atomic.Uint64
+	m                                                               instruments
+}
+
+// flight is one lookup and the checks waiting for it (singleflight, with
+// cancellation): when the last waiting check gives up, the lookup is
+// cancelled and forgotten, so that no lookup goes on for a review that has
+// been answered, and the next check of the reference starts afresh.
+type flight struct {
+	done    chan struct{} // closed when res is set
+	res     lookupResult
+	shared  bool // set with res: more than one check joined
+	waiters int  // checks waiting now
+	joined  int  // checks that joined, in all
+	cancel  context.CancelFunc
+}
+
+// reviewKey is the context key of WithReview.
+type reviewKey struct{}
+
+// WithReview marks ctx as one review's: the lookups its checks start share
+// one turn for the in-flight slots (see Options.MaxInFlight), so that a
+// review with many images waits behind its own lookups rather than making
+// other reviews wait behind all of them. Checks without it are a review
+// each.
+func WithReview(ctx context.Context) context.Context {
+	return context.WithValue(ctx, reviewKey{}, new(byte))
 }
 
 type pullerGen struct {
@@ -207,31 +274,42 @@ func New(ctx context.Context, opts Options) (*Checker, error) {
 	}
 	c := &Checker{
 		timeout: opts.Timeout, posTTL: opts.PositiveTTL, negTTL: opts.NegativeTTL,
-		failures: opts.Failures, cooldown: opts.Cooldown, insecure: opts.Insecure,
+		failures: opts.Failures, cooldown: opts.Cooldown, maxInFlight: opts.MaxInFlight, insecure: opts.Insecure,
 		now: opts.Now, logger: opts.Logger.Named("mirror"),
-		cache:    newCache(opts.CacheBytes),
-		slots:    make(chan struct{}, opts.MaxInFlight),
+		cache:    newAnswers(opts.CacheBytes),
+		slots:    newSlots(opts.MaxInFlight),
+		flights:  map[string]*flight{},
 		circuits: map[string]*circuit{},
 	}
-	rt := opts.Transport
+	rt, probeRT := opts.Transport, opts.Transport
 	if rt == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
 		// Each lookup is bounded by its context as well; these keep one
 		// stuck phase from holding a pooled connection past it.
 		t.TLSHandshakeTimeout, t.ResponseHeaderTimeout = opts.Timeout, opts.Timeout
-		t.MaxIdleConnsPerHost = 16
-		rt, c.idle = t, t
+		// As many idle connections as lookups in flight, so that a busy
+		// minute does not open and close connections for every lookup.
+		t.MaxIdleConnsPerHost = opts.MaxInFlight
+		// Probes are patient (see probe) and have their own connections.
+		p := t.Clone()
+		p.TLSHandshakeTimeout, p.ResponseHeaderTimeout = probeTimeouts*opts.Timeout, probeTimeouts*opts.Timeout
+		p.MaxIdleConnsPerHost = 2
+		rt, probeRT, c.idle = t, p, []interface{ CloseIdleConnections() }{t, p}
 	}
-	c.remoteOpts = []remote.Option{
-		remote.WithTransport(rt),
-		remote.WithAuthFromKeychain(opts.Keychain),
-		remote.WithUserAgent("mutator-mirror-check"),
-		// One attempt: the caller's timeout is about a second and the
-		// circuit, not retries, deals with a failing registry.
-		remote.WithRetryPredicate(func(error) bool { return false }),
-		remote.WithRetryStatusCodes(),
-		remote.WithRetryBackoff(remote.Backoff{Steps: 1}),
+	c.probeRT = probeRT
+	options := func(rt http.RoundTripper) []remote.Option {
+		return []remote.Option{
+			remote.WithTransport(rt),
+			remote.WithAuthFromKeychain(opts.Keychain),
+			remote.WithUserAgent("mutator-mirror-check"),
+			// One attempt: the caller's timeout is about a second and the
+			// circuit, not retries, deals with a failing registry.
+			remote.WithRetryPredicate(func(error) bool { return false }),
+			remote.WithRetryStatusCodes(),
+			remote.WithRetryBackoff(remote.Backoff{Steps: 1}),
+		}
 	}
+	c.remoteOpts, c.probeOpts = options(rt), options(probeRT)
 	if _, err := c.newPuller(); err != nil {
 		return nil, err
 	}
@@ -272,16 +350,18 @@ func (c *Checker) currentPuller() *remote.Puller {
 // Close cancels lookups in flight and closes idle connections.
 func (c *Checker) Close(context.Context) error {
 	c.cancel()
-	if c.idle != nil {
-		c.idle.CloseIdleConnections()
+	for _, t := range c.idle {
+		t.CloseIdleConnections()
 	}
 	return nil
 }
 
 // Stats returns running totals.
 func (c *Checker) Stats() Stats {
+	inUse, maxUse := c.slots.stats()
 	return Stats{Lookups: c.lookups.Load(), CacheHits: c.hits.Load(), CacheMisses: c.misses.Load(),
-		Shared: c.shared.Load(), CircuitOpens: c.opens.Load()}
+		Shared: c.shared.Load(), CircuitOpens: c.opens.Load(), Cancelled: c.cancelled.Load(),
+		NoSlot: c.noSlot.Load(), Probes: c.probes.Load(), InFlight: inUse, MaxInFlight: maxUse}
 }
 
 // Cached returns the cached answer for ref, without contacting anyone; ok is
@@ -305,8 +385,8 @@ func (c *Checker) Cached(ctx context.Context, ref string) (Result, bool) {
 // Exists checks whether the registry ref names serves its manifest. The
 // error is nil exactly when the outcome is Present or Missing; otherwise it
 // says why the answer is unknown. The check returns when ctx is done even if
-// the lookup has not (the lookup goes on, bounded by the timeout, and caches
-// its answer).
+// the lookup has not; the lookup is then cancelled unless other checks still
+// wait for it. A check whose ctx is done already starts no lookup.
 func (c *Checker) Exists(ctx context.Context, ref string) (Result, error) {
 	start := time.Now()
 	r, err := c.exists(ctx, ref)
@@ -327,23 +407,88 @@ func (c *Checker) exists(ctx context.Context, ref string) (Result, error) {
 	}
 	c.misses.Add(1)
 	c.m.cacheMisses.Add(ctx, 1)
+	if ctx.Err() != nil {
+		return gaveUp(ctx, ref)
+	}
 	// Keyed by the reference as written: references come from the
 	// rewriter, which spells one image one way.
-	ch := c.flights.DoChan(ref, func() (any, error) { return c.lookup(ref), nil })
+	f := c.join(ctx, ref)
 	select {
-	case v := <-ch:
-		l := v.Val.(lookupResult)
-		if v.Shared {
-			c.shared.Add(1)
-		}
-		return Result{Outcome: l.outcome, Registry: l.registry, Shared: v.Shared}, l.err
+	case <-f.done:
 	case <-ctx.Done():
-		outcome := Timeout
-		if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			outcome = Error
+		select {
+		case <-f.done: // both ready: the answer wins
+		default:
+			c.leave(ref, f)
+			return gaveUp(ctx, ref)
 		}
-		return Result{Outcome: outcome}, fmt.Errorf("mirror: checking %s: gave up waiting: %w", ref, context.Cause(ctx))
 	}
+	l := f.res
+	if f.shared {
+		c.shared.Add(1)
+	}
+	if l.outcome == lookupCancelled || l.outcome == lookupNoSlot {
+		// Only when the checker is closing (cancelled) or no slot freed
+		// within maxSlotWait: unknown, as a timeout.
+		o := Error
+		if l.outcome == lookupNoSlot {
+			o = Timeout
+		}
+		return Result{Outcome: o, Registry: l.registry, Shared: f.shared}, l.err
+	}
+	return Result{Outcome: l.outcome, Registry: l.registry, Shared: f.shared}, l.err
+}
+
+func gaveUp(ctx context.Context, ref string) (Result, error) {
+	outcome := Timeout
+	if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		outcome = Error
+	}
+	return Result{Outcome: outcome}, fmt.Errorf("mirror: checking %s: gave up waiting: %w", ref, context.Cause(ctx))
+}
+
+// join returns the lookup in flight for ref, starting one if there is none,
+// and counts the caller among its waiters.
+func (c *Checker) join(ctx context.Context, ref string) *flight {
+	c.fmu.Lock()
+	defer c.fmu.Unlock()
+	f := c.flights[ref]
+	if f == nil {
+		fctx, cancel := context.WithCancel(c.base)
+		f = &flight{done: make(chan struct{}), cancel: cancel}
+		c.flights[ref] = f
+		go c.fly(fctx, ref, f, ctx.Value(reviewKey{}))
+	}
+	f.waiters++
+	f.joined++
+	return f
+}
+
+// leave takes a check that gave up off f's waiters; the last one cancels
+// the lookup.
+func (c *Checker) leave(ref string, f *flight) {
+	c.fmu.Lock()
+	f.waiters--
+	last := f.waiters == 0
+	if last && c.flights[ref] == f {
+		delete(c.flights, ref)
+	}
+	c.fmu.Unlock()
+	if last {
+		f.cancel()
+	}
+}
+
+func (c *Checker) fly(ctx context.Context, ref string, f *flight, review any) {
+	res := c.lookup(ctx, ref, review)
+	c.fmu.Lock()
+	if c.flights[ref] == f {
+		delete(c.flights, ref)
+	}
+	f.res, f.shared = res, f.joined > 1
+	c.fmu.Unlock()
+	close(f.done)
+	f.cancel()
 }
 
 type lookupResult struct {
@@ -352,49 +497,87 @@ type lookupResult struct {
 	err      error
 }
 
-// lookup asks the registry, bounded by the timeout, and records the answer
-// in the cache and the registry's circuit.
-func (c *Checker) lookup(ref string) lookupResult {
+// lookup asks the registry, bounded by the timeout and by ctx (cancelled
+// when no check waits any more), and records the answer in the cache and
+// the registry's circuit. Only the registry's own failures reach the
+// circuit: a lookup that got no slot, or that was cancelled because its
+// checks gave up, says nothing about the registry.
+func (c *Checker) lookup(ctx context.Context, ref string, review any) lookupResult {
 	parsed, err := c.parse(ref)
 	if err != nil {
 		return lookupResult{outcome: Error, err: fmt.Errorf("mirror: %q is not an image reference: %w", ref, err)}
 	}
 	reg := parsed.Context().RegistryStr()
 	res := lookupResult{registry: reg}
-	circ, created := c.circuit(reg)
+	circ, created := c.circuit(parsed.Context().Registry)
 	if created {
 		// So that the gauge shows every registry asked, not only those
 		// whose circuit has changed.
 		c.m.circuit.Record(c.base, int64(Closed), metric.WithAttributes(attribute.String("registry", c.circuitLabel(reg))))
 	}
-	ok, changed, state := circ.allow(c.now())
-	if changed {
-		c.stateChanged(reg, state)
-	}
-	if !ok {
+	for {
+		ok, probe, wait, changed, state := circ.allow(c.now())
+		if changed {
+			c.stateChanged(reg, state)
+		}
+		if probe {
+			go c.probe(reg, circ)
+		}
+		if ok {
+			break
+		}
+		if wait != nil {
+			// A probe is deciding whether the registry is back: its
+			// answer is worth waiting for, as long as someone waits.
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return c.dropped(res, ref)
+			}
+		}
 		c.opens.Add(1)
 		c.m.lookups.Add(c.base, 1, c.m.outcome(CircuitOpen))
-		res.outcome, res.err = CircuitOpen, fmt.Errorf("mirror: not asking %s for %s: %w after %d consecutive failures (one probe is let through %s after it opened)",
+		res.outcome, res.err = CircuitOpen, fmt.Errorf("mirror: not asking %s for %s: %w after %d consecutive failures and a failed probe (another probe %s after it opened)",
 			reg, ref, ErrCircuitOpen, c.failures, c.cooldown)
 		return res
 	}
 
-	ctx, cancel := context.WithTimeout(c.base, c.timeout)
-	defer cancel()
-	select {
-	case c.slots <- struct{}{}:
-		defer func() { <-c.slots }()
-	case <-ctx.Done():
-		// The registry was not asked, so this says nothing about it.
-		circ.abandon()
-		res.outcome, res.err = Timeout, fmt.Errorf("mirror: checking %s: no lookup slot free within %s (%d in flight)", ref, c.timeout, cap(c.slots))
-		c.m.lookups.Add(c.base, 1, c.m.outcome(Timeout))
+	// A slot is waited for as long as some check waits for the lookup
+	// (the reviews' deadlines bound it), up to maxSlotWait for checks
+	// without a deadline.
+	wctx, wcancel := context.WithTimeout(ctx, maxSlotWait)
+	err = c.slots.acquire(wctx, review)
+	wcancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return c.dropped(res, ref)
+		}
+		c.noSlot.Add(1)
+		c.m.lookups.Add(c.base, 1, c.m.outcome(lookupNoSlot))
+		res.outcome, res.err = lookupNoSlot, fmt.Errorf("mirror: checking %s: no lookup slot free within %s (all %d in use)", ref, maxSlotWait, c.maxInFlight)
 		return res
+	}
+	defer c.slots.release()
+	if ctx.Err() != nil {
+		return c.dropped(res, ref)
 	}
 
 	c.lookups.Add(1)
 	start := time.Now()
-	_, err = c.currentPuller().Head(ctx, parsed)
+	hctx, hcancel := context.WithTimeout(ctx, c.timeout)
+	_, err = c.currentPuller().Head(hctx, parsed)
+	if errors.Is(err, context.Canceled) && hctx.Err() == nil {
+		// Another lookup of the same repository, whose checks gave up,
+		// was setting up the connection this one shares (the puller does
+		// it once per repository, with the first lookup's context), and
+		// forgot it: set it up again with this lookup's own.
+		_, err = c.currentPuller().Head(hctx, parsed)
+	}
+	hcancel()
+	if ctx.Err() != nil {
+		return c.dropped(res, ref)
+	}
 	res.outcome = classify(err)
 	c.m.lookups.Add(c.base, 1, c.m.outcome(res.outcome))
 	c.m.lookupDuration.Record(c.base, time.Since(start).Seconds(), c.m.outcome(res.outcome))
@@ -418,10 +601,90 @@ func (c *Checker) lookup(ref string) lookupResult {
 			_, _ = c.newPuller()
 		}
 	}
-	if changed, state := circ.report(now, res.outcome.Known()); changed {
-		c.stateChanged(reg, state)
+	switch {
+	case res.outcome.Known():
+		var known name.Reference
+		if res.outcome == Present {
+			known = parsed
+		}
+		if changed, state := circ.answered(known); changed {
+			c.stateChanged(reg, state)
+		}
+	case errors.Is(err, context.Canceled):
+		// Not the registry: as above, twice (or the checker is closing).
+	default:
+		if probe, wait := circ.failed(); probe {
+			// The lookup that makes the count waits for the probe's
+			// verdict (as long as someone waits for the lookup), so that
+			// its checks, and those after it, see the circuit as it is.
+			go c.probe(reg, circ)
+			select {
+			case <-wait:
+			case <-ctx.Done():
+			}
+		}
 	}
 	return res
+}
+
+// dropped is the result of a lookup cancelled because no check waits for
+// it (or the checker is closing): not cached, not held against the
+// registry.
+func (c *Checker) dropped(res lookupResult, ref string) lookupResult {
+	c.cancelled.Add(1)
+	c.m.lookups.Add(c.base, 1, c.m.outcome(lookupCancelled))
+	res.outcome, res.err = lookupCancelled, fmt.Errorf("mirror: checking %s: cancelled: %w", ref, context.Cause(c.base))
+	if c.base.Err() == nil {
+		res.err = fmt.Errorf("mirror: checking %s: cancelled: no check waits for it", ref)
+	}
+	return res
+}
+
+// probe decides whether the registry is failing, with a request of the
+// checker's own choosing rather than the references of the reviews: a HEAD
+// of a reference it answered present before, or else a GET of its /v2/
+// endpoint. An answer (present or missing; for /v2/ a 200 or a 401)
+// closes the circuit and clears its failures: the failures were specific
+// to the references asked. No answer within the timeout, an error status, a
+// refused connection or a TLS failure opens it. One probe per registry is
+// in flight at a time; it takes no lookup slot, and it is patient
+// (probeTimeouts lookup timeouts): it runs on no review's path, and it
+// decides whether every review is refused for a cool-down, so a webhook
+// starved of CPU by a flood of reviews must not mistake its own slowness
+// for the registry's.
+func (c *Checker) probe(reg string, circ *circuit) {
+	c.probes.Add(1)
+	ctx, cancel := context.WithTimeout(c.base, probeTimeouts*c.timeout)
+	defer cancel()
+	var err error
+	target := "/v2/"
+	if known := circ.probeTarget(); known != nil {
+		// A client of its own, on the patient transport: the GET /v2/
+		// and any token exchange are part of the probe.
+		target = known.String()
+		var p *remote.Puller
+		if p, err = remote.NewPuller(c.probeOpts...); err == nil {
+			_, err = p.Head(ctx, known)
+			if classify(err).Known() {
+				err = nil
+			}
+		}
+	} else {
+		_, err = transport.Ping(ctx, circ.registry, c.probeRT)
+	}
+	if c.base.Err() != nil {
+		return // closing
+	}
+	changed, state := circ.probed(c.now(), err == nil)
+	if err != nil {
+		c.logger.Debug("mirror registry probe failed", zap.String("registry", reg), zap.String("target", target), zap.Error(err))
+	} else {
+		c.logger.Debug("mirror registry probe answered: its failures were specific to the references asked",
+			zap.String("registry", reg), zap.String("target", target))
+	}
+	if changed {
+		c.stateChanged(reg, state)
+	}
 }
 
 // parse reads a reference; loopback hosts (and, with Insecure, any host) may
@@ -480,7 +743,8 @@ func isAuthError(err error) bool {
 
 // circuit returns the registry's circuit, and whether it was just created;
 // beyond maxCircuits registries share one.
-func (c *Checker) circuit(reg string) (*circuit, bool) {
+func (c *Checker) circuit(registry name.Registry) (*circuit, bool) {
+	reg := registry.RegistryStr()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if circ, ok := c.circuits[reg]; ok {
@@ -493,7 +757,7 @@ func (c *Checker) circuit(reg string) (*circuit, bool) {
 			return circ, false
 		}
 	}
-	circ := &circuit{threshold: c.failures, cooldown: c.cooldown}
+	circ := &circuit{threshold: c.failures, cooldown: c.cooldown, registry: registry}
 	c.circuits[key] = circ
 	return circ, true
 }
@@ -515,7 +779,7 @@ func (c *Checker) CircuitState(reg string) State {
 func (c *Checker) stateChanged(reg string, state State) {
 	c.m.circuit.Record(c.base, int64(state), metric.WithAttributes(attribute.String("registry", c.circuitLabel(reg))))
 	if state == Open {
-		c.logger.Warn("mirror registry circuit opened: checks of its images are answered circuit-open until the cool-down has passed",
+		c.logger.Warn("mirror registry circuit opened: it failed lookups and a probe; checks of its images are answered circuit-open until a probe after the cool-down is answered",
 			zap.String("registry", reg), zap.Int("failures", c.failures), zap.Duration("cooldown", c.cooldown))
 	} else {
 		c.logger.Info("mirror registry circuit "+state.String(), zap.String("registry", reg))
@@ -551,7 +815,7 @@ func (m *instruments) init(mp metric.MeterProvider) error {
 		return wrap("checks counter", err)
 	}
 	if m.lookups, err = meter.Int64Counter("mutator.mirror.lookups", metric.WithUnit("{lookup}"),
-		metric.WithDescription("Mirror checks that were not answered from the cache and not joined to one in flight: registry lookups (or circuit-open refusals), by result.")); err != nil {
+		metric.WithDescription("Mirror checks that were not answered from the cache and not joined to one in flight: registry lookups (or circuit-open refusals), by result; cancelled: stopped because no check waited any more; no-slot: no slot free in time (MaxInFlight), the registry was not asked.")); err != nil {
 		return wrap("lookups counter", err)
 	}
 	buckets := metric.WithExplicitBucketBoundaries(0.00001, 0.0001, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
@@ -577,7 +841,7 @@ func (m *instruments) init(mp metric.MeterProvider) error {
 	}
 	// Built once: the set of outcomes is closed.
 	m.byOutcome = map[Outcome]metric.MeasurementOption{}
-	for _, o := range []Outcome{Present, Missing, Error, Timeout, CircuitOpen} {
+	for _, o := range []Outcome{Present, Missing, Error, Timeout, CircuitOpen, Skipped, lookupCancelled, lookupNoSlot} {
 		m.byOutcome[o] = metric.WithAttributeSet(attribute.NewSet(attribute.String("result", string(o))))
 	}
 	return nil

@@ -8,6 +8,10 @@
 // Only configurations the policies reproduce exactly are turned into
 // policies; for anything else Generate returns a *RefusedError naming each
 // setting, never an approximation.
+//
+// NamespaceGuard prints the ValidatingAdmissionPolicy that both the
+// webhook and these policies rely on: only administrators may exempt a
+// namespace (the opt-out label, the names exempted by name).
 package policy
 
 import (
@@ -32,6 +36,16 @@ const (
 	PVCPolicyName        = "mutator-pvcs"
 	ProvenancePolicyName = "mutator-provenance"
 )
+
+// MirrorPodCondition is the matchCondition, shared with the webhook
+// configurations in deploy/, that leaves mirror Pods alone: the kubelet
+// creates one for each static Pod, and it must stay as the node's manifest
+// says. The annotation alone is no proof (any Pod author can write it, and
+// a node name), so only a node's request is skipped: the kubelet
+// authenticates as system:node:<name>, a name the Node authorizer and
+// NodeRestriction give a node's rights to.
+const MirrorPodCondition = "!has(object.metadata.annotations) || !('kubernetes.io/config.mirror' in object.metadata.annotations) || " +
+	"!request.userInfo.username.startsWith('system:node:')"
 
 // IgnoreLabel is the namespace label that opts a namespace out, as in the
 // webhook configurations of deploy/.
@@ -269,7 +283,8 @@ func bindingScope() *admissionregistrationv1.MatchResources {
 
 // conditions are the policies' matchConditions: EXCLUDE_NAMESPACES,
 // compared with the request's namespace as the webhook does, and for Pods
-// the mirror Pods that the webhook configurations in deploy/ do not send.
+// the mirror Pods that the webhook configurations in deploy/ do not send:
+// those a node writes (MirrorPodCondition).
 func conditions(cfg config.Config, pods bool) []admissionregistrationv1.MatchCondition {
 	var out []admissionregistrationv1.MatchCondition
 	if len(cfg.ExcludeNamespaces) > 0 {
@@ -279,12 +294,7 @@ func conditions(cfg config.Config, pods bool) []admissionregistrationv1.MatchCon
 		})
 	}
 	if pods {
-		// The kubelet creates mirror Pods for static Pods; they must stay
-		// as their manifest says.
-		out = append(out, admissionregistrationv1.MatchCondition{
-			Name:       "not-a-mirror-pod",
-			Expression: "!has(object.metadata.annotations) || !('kubernetes.io/config.mirror' in object.metadata.annotations)",
-		})
+		out = append(out, admissionregistrationv1.MatchCondition{Name: "not-a-mirror-pod", Expression: MirrorPodCondition})
 	}
 	return out
 }

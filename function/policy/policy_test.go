@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -361,4 +362,37 @@ func balance(expr string) int {
 		}
 	}
 	return depth
+}
+
+// TestMirrorPodConditionIsTheWebhooks: the policies skip mirror Pods under
+// the condition the shipped webhook configurations skip them under (there
+// restricted to Pods), so that the mirror-Pod annotation is an opt-out in
+// neither for anyone but a node.
+func TestMirrorPodConditionIsTheWebhooks(t *testing.T) {
+	if !strings.Contains(MirrorPodCondition, "request.userInfo.username.startsWith('system:node:')") {
+		t.Errorf("MirrorPodCondition %s does not require a node's request", MirrorPodCondition)
+	}
+	want := "request.resource.resource != 'pods' || " + MirrorPodCondition
+	for _, path := range []string{"standalone/base/webhook.yaml", "knative/webhook.yaml"} {
+		data, err := os.ReadFile(filepath.Join("..", "..", "deploy", path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var whc admissionregistrationv1.MutatingWebhookConfiguration
+		if err := yaml.Unmarshal(data, &whc); err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		found := false
+		for _, c := range whc.Webhooks[0].MatchConditions {
+			if c.Name == "not-a-mirror-pod" {
+				found = true
+				if got := strings.Join(strings.Fields(c.Expression), " "); got != want {
+					t.Errorf("%s: not-a-mirror-pod is\n  %s\nwant\n  %s", path, got, want)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("%s has no not-a-mirror-pod condition", path)
+		}
+	}
 }

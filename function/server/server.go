@@ -7,10 +7,12 @@ package server
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -38,6 +40,11 @@ type Options struct {
 	// them to run in milliseconds.
 	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 	MaxHeaderBytes                                            int
+	// ClientCAFile, with TLS on, asks clients for a certificate and verifies
+	// one signed by this CA (PEM). It is not required at the handshake, so
+	// that the kubelet's probes still work; the handler requires it on the
+	// admission path (webhook.Options.RequireClientCert).
+	ClientCAFile string
 	// EnableHTTP2 offers HTTP/2 over TLS and h2c besides HTTP/1.1. The
 	// API server never uses it for a webhook it reaches through a Service
 	// (k8s.io/apiserver pkg/util/webhook/client.go offers only http/1.1
@@ -124,6 +131,17 @@ func Serve(ctx context.Context, ln net.Listener, opts Options) error {
 				return err
 			}
 			cfg.GetCertificate = kp.GetCertificate
+		}
+		if opts.ClientCAFile != "" {
+			pem, err := os.ReadFile(opts.ClientCAFile)
+			if err != nil {
+				return fmt.Errorf("reading the client CA: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return fmt.Errorf("client CA %s: no PEM certificate in it", opts.ClientCAFile)
+			}
+			cfg.ClientCAs, cfg.ClientAuth = pool, tls.VerifyClientCertIfGiven
 		}
 		srv.TLSConfig = cfg
 	}

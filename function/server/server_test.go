@@ -691,3 +691,71 @@ func TestErrorLogWarnsRateLimited(t *testing.T) {
 	}
 	t.Logf("%d of %d handshake errors logged", n, storm)
 }
+
+// TestClientCA: with a client CA, a client certificate it signed is
+// verified (the API server's, TLS_CLIENT_CA_FILE), one it did not sign is
+// refused at the handshake, and a client without one (the kubelet's probes)
+// still connects, left for the handler to refuse on the admission path.
+func TestClientCA(t *testing.T) {
+	ca, other := newTestCA(t), newTestCA(t)
+	certPEM, keyPEM := ca.issue(t, 2)
+	files := newCertFiles(t, certPEM, keyPEM)
+	caFile := filepath.Join(t.TempDir(), "client-ca.crt")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := serve(t, server.Options{TLSCertFile: files.cert, TLSKeyFile: files.key, ClientCAFile: caFile,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "verified=%d", len(r.TLS.VerifiedChains))
+		})})
+	get := func(cert *tls.Certificate) (string, error) {
+		cfg := &tls.Config{RootCAs: ca.pool}
+		if cert != nil {
+			cfg.Certificates = []tls.Certificate{*cert}
+		}
+		c := &http.Client{Timeout: bound, Transport: &http.Transport{TLSClientConfig: cfg}}
+		resp, err := c.Get("https://" + s.addr + "/")
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return string(b), err
+	}
+	tests := []struct {
+		name    string
+		cert    *tls.Certificate
+		want    string
+		wantErr bool
+	}{
+		{"signed by the client CA", clientCert(t, ca), "verified=1", false},
+		{"no client certificate", nil, "verified=0", false},
+		{"signed by another CA", clientCert(t, other), "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := get(tt.cert)
+			if (err != nil) != tt.wantErr || got != tt.want {
+				t.Errorf("got %q, %v; want %q (error %v)", got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}
+
+func clientCert(t *testing.T, ca *testCA) *tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(9), Subject: pkix.Name{CommonName: "kube-apiserver"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, key.Public(), ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}

@@ -10,21 +10,20 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"knative.dev/pkg/logging"
 	knwebhook "knative.dev/pkg/webhook"
 )
-
-// MaxBodyBytes bounds a request body: the API server's own limit on a request
-// (3 MiB), which is also what knative's handler reads at most.
-const MaxBodyBytes = 3 << 20
 
 // Health paths, the same as func-go's so that one probe spec fits every mode.
 const (
@@ -39,7 +38,14 @@ type Handler struct {
 	logger *zap.Logger
 	ready  atomic.Bool
 	bufs   sync.Pool
+	// chunks are readBody's read buffers: a connection waiting for its
+	// body holds one, whatever size the body declares.
+	chunks sync.Pool
 	budget *budget
+	// clientCert: see Options.RequireClientCert.
+	clientCert bool
+	// controllers by path, for reviews over knative's limit.
+	controllers map[string]knwebhook.AdmissionController
 
 	requests   metric.Int64Counter // by protocol: which HTTP version clients use
 	refused    metric.Int64Counter // by reason: requests answered without reading them
@@ -56,9 +62,14 @@ type Options struct {
 	// own; nil is the global one.
 	MeterProvider metric.MeterProvider
 	// BodyBudget bounds the bytes of request bodies held at once (0:
-	// DefaultBodyBudget); a request whose body does not fit is answered
-	// 429 at once, without reading it.
+	// DefaultBodyBudget), counted as they arrive; a review whose body does
+	// not fit is denied (HTTP 200, code 429 in the status) so that the
+	// API server retries it rather than admitting it.
 	BodyBudget int64
+	// RequireClientCert answers 401 on the admission path to a client
+	// without a verified TLS client certificate (TLS_CLIENT_CA_FILE): only
+	// the API server, given a certificate, may send reviews.
+	RequireClientCert bool
 }
 
 // Label values of the handler's counters: fixed sets, whatever clients send.
@@ -93,15 +104,17 @@ func New(ctx context.Context, opts Options, controllers ...knwebhook.AdmissionCo
 	if err != nil {
 		return nil, fmt.Errorf("creating knative webhook: %w", err)
 	}
-	h := &Handler{review: wh, logger: opts.Logger, budget: newBudget(opts.BodyBudget)}
+	h := &Handler{review: wh, logger: opts.Logger, budget: newBudget(opts.BodyBudget), clientCert: opts.RequireClientCert, controllers: map[string]knwebhook.AdmissionController{}}
 	if err := h.initMetrics(opts.MeterProvider); err != nil {
 		return nil, err
 	}
 	h.bufs.New = func() any { return new(bytes.Buffer) }
+	h.chunks.New = func() any { return new([readChunk]byte) }
 	h.ready.Store(true)
 	h.mux.HandleFunc("GET "+ReadinessPath, h.readiness)
 	h.mux.HandleFunc("GET "+LivenessPath, func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	for _, c := range controllers {
+		h.controllers[c.Path()] = c
 		h.mux.HandleFunc(c.Path(), h.guard)
 	}
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -140,7 +153,7 @@ func (h *Handler) initMetrics(mp metric.MeterProvider) error {
 		return fmt.Errorf("creating requests counter: %w", err)
 	}
 	if h.refused, err = meter.Int64Counter("mutator.http.refused",
-		metric.WithDescription("Requests answered without reading their body: too-large (413) or budget (429, the bodies in flight would exceed the memory budget)."),
+		metric.WithDescription("Requests refused before processing: too-large (over the largest review an API server sends) or budget (the bodies in flight would exceed the memory budget); reviews are refused with an AdmissionReview denial."),
 		metric.WithUnit("{request}")); err != nil {
 		return fmt.Errorf("creating refused counter: %w", err)
 	}
@@ -159,10 +172,23 @@ func attributeSets(key string, values []string) map[string]metric.MeasurementOpt
 	return m
 }
 
+// Body read deadlines: a body must keep arriving at bodyRate after
+// bodyGrace, or the connection is closed. The API server sends a review it
+// holds in memory at once, so only a client that holds the handler open on
+// purpose meets them; with them, a body that never comes costs a connection
+// for bodyGrace, not the server's ReadTimeout.
+const (
+	bodyGrace = 2 * time.Second
+	bodyRate  = 4 << 20 // bytes per second
+	readChunk = 16 << 10
+)
+
 // guard rejects what knative's handler would panic on or answer unclearly,
-// and what does not fit the memory budget, then hands the buffered body on.
-// knative's handler at the pinned version dereferences review.Request
-// without a nil check.
+// reads the body within the memory budget, and hands it to knative's
+// handler, or past knative's limit to the controller itself (admitDirect).
+// Whatever it refuses that came from an API server (a body with a review's
+// uid) is refused with an AdmissionReview denial, never an HTTP error that
+// failurePolicy Ignore would turn into an admission.
 func (h *Handler) guard(w http.ResponseWriter, r *http.Request) {
 	proto := h.protoSet[r.Proto]
 	if proto == nil {
@@ -174,49 +200,40 @@ func (h *Handler) guard(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "mutator: admission reviews are POSTed", http.StatusMethodNotAllowed)
 		return
 	}
-	if r.ContentLength > MaxBodyBytes {
-		h.refused.Add(r.Context(), 1, h.refusedSet["too-large"])
-		http.Error(w, fmt.Sprintf("mutator: request body of %d bytes is over the %d-byte limit", r.ContentLength, MaxBodyBytes), http.StatusRequestEntityTooLarge)
+	if h.clientCert && (r.TLS == nil || len(r.TLS.VerifiedChains) == 0) {
+		// Not the API server: no review is refused by this (the API
+		// server presents its certificate), so no failurePolicy applies.
+		http.Error(w, "mutator: a client certificate signed by TLS_CLIENT_CA_FILE is required", http.StatusUnauthorized)
 		return
 	}
-	// Reserve the body's bytes before reading any: a body that does not
-	// fit is refused without being read, so that no mix of requests can
-	// take the process past its memory limit. Without a Content-Length
-	// (never from the API server) the largest allowed body is reserved.
-	size := r.ContentLength
-	if size < 0 {
-		size = MaxBodyBytes
-	}
-	release, ok := h.budget.acquire(size)
-	if !ok {
-		h.refused.Add(r.Context(), 1, h.refusedSet["budget"])
-		w.Header().Set("Retry-After", "1")
-		http.Error(w, fmt.Sprintf("mutator: too many large requests in flight: a %d-byte body does not fit the %d-byte budget for request bodies now; retry", size, h.budget.size), http.StatusTooManyRequests)
+	if ct := r.Header.Get("Content-Type"); ct != "application/json" {
+		http.Error(w, fmt.Sprintf("mutator: Content-Type %q, want application/json", ct), http.StatusUnsupportedMediaType)
 		return
 	}
-	defer release()
 	buf := h.bufs.Get().(*bytes.Buffer)
 	defer h.putBuffer(buf)
 	buf.Reset()
-	if r.ContentLength > 0 {
-		// One allocation of the right size instead of doubling growth.
-		buf.Grow(int(r.ContentLength) + bytes.MinRead)
-	}
-	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, MaxBodyBytes)); err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
+	res := h.budget.reserve(r.Context(), clientOf(r), r.ContentLength)
+	defer res.release()
+	if err := h.readBody(w, r, buf, res); err != nil {
+		switch {
+		case errors.Is(err, errTooLarge):
 			h.refused.Add(r.Context(), 1, h.refusedSet["too-large"])
-			http.Error(w, fmt.Sprintf("mutator: request body over %d bytes", MaxBodyBytes), http.StatusRequestEntityTooLarge)
-			return
+			deny(w, buf.Bytes(), http.StatusRequestEntityTooLarge, metav1.StatusReasonRequestEntityTooLarge,
+				fmt.Sprintf("mutator: the AdmissionReview is over %d bytes, more than any API server sends for an object etcd can store (see the webhook's documentation)", MaxReviewBytes))
+		case errors.Is(err, errOverBudget):
+			h.refused.Add(r.Context(), 1, h.refusedSet["budget"])
+			deny(w, buf.Bytes(), http.StatusTooManyRequests, metav1.StatusReasonTooManyRequests,
+				fmt.Sprintf("mutator: too many large reviews in flight (memory budget %d bytes); retry", h.budget.size))
+		default:
+			http.Error(w, "mutator: reading request body: "+err.Error(), http.StatusBadRequest)
 		}
-		http.Error(w, "mutator: reading request body: "+err.Error(), http.StatusBadRequest)
 		return
 	}
 	if err := checkReview(buf.Bytes()); err != nil {
 		http.Error(w, "mutator: malformed AdmissionReview: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	r.Body = io.NopCloser(bytes.NewReader(buf.Bytes()))
 	defer func() {
 		// Belt and braces for what checkReview cannot see without a full
 		// parse (a duplicate "request" key ending in null): a panic in the
@@ -229,7 +246,105 @@ func (h *Handler) guard(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "mutator: malformed AdmissionReview", http.StatusBadRequest)
 		}
 	}()
+	if buf.Len() > knativeMaxBody {
+		// The body is handed over, not kept here, so that it can be
+		// collected as soon as it is decoded.
+		body := buf.Bytes()
+		*buf = bytes.Buffer{}
+		admitDirect(w, r, h.controllers[r.URL.Path], body)
+		return
+	}
+	r.Body = io.NopCloser(bytes.NewReader(buf.Bytes()))
+	r.ContentLength = int64(buf.Len())
 	h.review.ServeHTTP(w, r)
+}
+
+var (
+	errTooLarge   = errors.New("body over MaxReviewBytes")
+	errOverBudget = errors.New("body does not fit the memory budget")
+)
+
+// readBody reads the body into buf, growing res as bytes arrive, never
+// before: a client that sends headers and no body holds no budget, and one
+// that trickles holds only what it sent, until the deadline that scales
+// with what it sent cuts it off.
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, buf *bytes.Buffer, res *reservation) error {
+	if r.ContentLength > MaxReviewBytes {
+		// Read only what names the review, to answer it.
+		_, _ = buf.ReadFrom(io.LimitReader(r.Body, readChunk))
+		return errTooLarge
+	}
+	rc := http.NewResponseController(w)
+	start := time.Now()
+	// Not every ResponseWriter supports deadlines (func-go's wrappers may
+	// not); the server's ReadTimeout bounds the read there.
+	_ = rc.SetReadDeadline(start.Add(bodyGrace))
+	scratch := h.chunks.Get().(*[readChunk]byte)
+	defer h.chunks.Put(scratch)
+	for {
+		n, err := r.Body.Read(scratch[:])
+		if n > 0 {
+			total := int64(buf.Len() + n)
+			if total > MaxReviewBytes {
+				return errTooLarge
+			}
+			waitStart := time.Now()
+			ok := res.grow(int64(n), total)
+			// Time spent waiting for the huge slot is not the client's.
+			start = start.Add(time.Since(waitStart))
+			if !ok {
+				if buf.Len() == 0 {
+					// One chunk, outside the budget, so that the
+					// denial can name the review's uid.
+					buf.Write(scratch[:n])
+				}
+				return errOverBudget
+			}
+			if buf.Available() < n {
+				grow(buf, n, r.ContentLength)
+			}
+			buf.Write(scratch[:n])
+			_ = rc.SetReadDeadline(start.Add(bodyGrace + time.Duration(total)*time.Second/bodyRate))
+		}
+		if errors.Is(err, io.EOF) {
+			// Cleared once the body is in: an expired deadline would
+			// cancel the request's context (net/http's background read)
+			// while the review is processed. After an error it stays, so
+			// that the server closes the connection instead of waiting
+			// to discard the rest of the body.
+			_ = rc.SetReadDeadline(time.Time{})
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// grow makes room in buf for n more bytes of a body that declares length
+// bytes (-1: unknown). bytes.Buffer doubles its capacity, so a 17 MiB review
+// would briefly hold 16 and 32 MiB buffers; here the capacity doubles up to
+// knative's limit and then goes straight to the declared length (only the
+// one review holding the huge slot gets that far).
+func grow(buf *bytes.Buffer, n int, length int64) {
+	need := buf.Len() + n
+	c := max(2*buf.Cap(), need, 4<<10)
+	if length >= int64(need) && (c > int(length) || need > knativeMaxBody) {
+		c = int(length)
+	}
+	nb := make([]byte, buf.Len(), c)
+	copy(nb, buf.Bytes())
+	*buf = *bytes.NewBuffer(nb)
+}
+
+// clientOf is the remote host of a request, the unit of the per-client
+// share of the budget.
+func clientOf(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }
 
 func (h *Handler) putBuffer(b *bytes.Buffer) {

@@ -168,7 +168,8 @@ func TestBadInput(t *testing.T) {
 		{name: "v1beta1 review", body: strings.Replace(pod, "admission.k8s.io/v1", "admission.k8s.io/v1beta1", 1), wantStatus: 200, wantAllowed: ptr(true), wantText: "admission.k8s.io/v1beta1"},
 		{name: "missing uid", body: strings.Replace(pod, `"uid":"7f3b2a10-4c5d-4e6f-8a9b-0c1d2e3f4a5b"`, `"uid":""`, 1), wantStatus: 200, wantAllowed: ptr(true)},
 		{name: "10000 containers", body: manyContainers(10000), wantStatus: 200, wantAllowed: ptr(true)},
-		{name: "multi-megabyte labels over the limit", body: `{"request":{"object":{"metadata":{"labels":{"a":"` + strings.Repeat("x", 4<<20) + `"}}}}}`, wantStatus: 413},
+		{name: "multi-megabyte labels past knative's limit", body: `{"request":{"uid":"u","object":{"metadata":{"labels":{"a":"` + strings.Repeat("x", 4<<20) + `"}}}}}`, wantStatus: 200, wantAllowed: ptr(true), wantText: "not handled"},
+		{name: "over the largest review", body: `{"request":{"object":{"metadata":{"labels":{"a":"` + strings.Repeat("x", webhook.MaxReviewBytes) + `"}}}}}`, wantStatus: 413},
 		{name: "wrong content type", body: pod, contentType: "text/plain", wantStatus: 415},
 		{name: "GET", body: "", method: http.MethodGet, wantStatus: 405},
 	}

@@ -42,8 +42,8 @@ func viewConditions(cs []admissionregistrationv1.MatchCondition) string {
 
 // TestMatchConditionsSkipUselessCalls proves with the API server's own
 // counters that requests which cannot change anything are never sent:
-// a label-only update and a mirror Pod are not, an image update and a
-// create are.
+// a label-only update and a node's mirror Pod are not, an image update, a
+// create and a tenant's Pod with the mirror annotation are.
 func TestMatchConditionsSkipUselessCalls(t *testing.T) {
 	f := newFixture(t, "match", cfgAll, admissionregistrationv1.Fail)
 	ctx := testContext(t)
@@ -77,12 +77,21 @@ func TestMatchConditionsSkipUselessCalls(t *testing.T) {
 			t.Errorf("image update stored %q, want it rewritten", img)
 		}
 	})
-	step("mirror pod", 0, func() {
-		mirrorPod := newPod("static", corev1.PodSpec{Containers: []corev1.Container{c("app", "nginx:1.27", "")}})
-		mirrorPod.Annotations = map[string]string{"kubernetes.io/config.mirror": "x"}
-		mirrorPod.Spec.NodeName = "node-a" // a mirror Pod names its node
-		if _, err := pods.Create(ctx, mirrorPod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
+	tenant, node := mirrorPodClients(t, ctx)
+	dryRun := metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}
+	step("a node's mirror pod", 0, func() {
+		if _, err := node.CoreV1().Pods(ns).Create(ctx, newMirrorPod("nginx:1.27"), dryRun); err != nil {
 			t.Fatal(err)
+		}
+	})
+	// The annotation is not an opt-out: anyone else's Pod is sent.
+	step("a tenant's mirror-annotated pod", 1, func() {
+		got, err := tenant.CoreV1().Pods(ns).Create(ctx, newMirrorPod("nginx:1.27"), dryRun)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if img := got.Spec.Containers[0].Image; img != mirror+"/nginx:1.27" {
+			t.Errorf("a tenant's mirror-annotated pod came back with image %q, want it rewritten", img)
 		}
 	})
 }

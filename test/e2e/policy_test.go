@@ -246,7 +246,13 @@ func refusalNames() string {
 // runPolicyCommand runs `mutator policy` with cfg as its whole environment.
 func runPolicyCommand(t *testing.T, cfg env) (stdout, stderr string, err error) {
 	t.Helper()
-	cmd := exec.CommandContext(testContext(t), mutatorBin, "policy")
+	return runMutatorCommand(t, cfg, "policy")
+}
+
+// runMutatorBinary runs the mutator binary with args and cfg as its whole
+// environment.
+func runMutatorBinary(ctx context.Context, cfg env, args ...string) (stdout, stderr string, err error) {
+	cmd := exec.CommandContext(ctx, mutatorBin, args...)
 	cmd.Env = []string{"PATH=/usr/bin:/bin"}
 	for k, v := range cfg {
 		cmd.Env = append(cmd.Env, k+"="+v)

@@ -291,15 +291,38 @@ func TestStandaloneManifests(t *testing.T) {
 	}
 }
 
-// TestStandaloneNetworkPolicy: the optional NetworkPolicy applies.
+// TestStandaloneNetworkPolicy: the optional NetworkPolicy cannot be applied
+// unedited (its API server address is a placeholder the API server refuses,
+// so it never ships admitting 0.0.0.0/0), and applies from an overlay that
+// sets the address, as its kustomization tells users to.
 func TestStandaloneNetworkPolicy(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), standaloneTimeout)
 	defer cancel()
 	standaloneEnsureNamespace(t, ctx)
 	dir := filepath.Join(standaloneRepoRoot(t), "deploy", "standalone", "network-policy")
-	out, _, err := kube.Kubectl(ctx, "apply", "--dry-run=server", "-k", dir)
+	out, stderr, err := kube.Kubectl(ctx, "apply", "--dry-run=server", "-k", dir)
+	if err == nil || !strings.Contains(stderr, "cidr") {
+		t.Errorf("the unedited sample was not refused for its placeholder address: %v\n%s%s", err, out, stderr)
+	}
+	overlay := t.TempDir()
+	rel, err := filepath.Rel(overlay, dir) // kustomize takes no absolute bases
 	if err != nil {
 		t.Fatal(err)
+	}
+	kustomization := fmt.Sprintf(`resources: [%q]
+patches:
+  - target: {kind: NetworkPolicy, name: mutator}
+    patch: |
+      - op: replace
+        path: /spec/ingress/0/from/0/ipBlock/cidr
+        value: 192.0.2.10/32
+`, rel)
+	if err := os.WriteFile(filepath.Join(overlay, "kustomization.yaml"), []byte(kustomization), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, err = kube.Kubectl(ctx, "apply", "--dry-run=server", "-k", overlay)
+	if err != nil {
+		t.Fatalf("%v: %s", err, stderr)
 	}
 	if !strings.Contains(out, "networkpolicy.networking.k8s.io/mutator created (server dry run)") {
 		t.Errorf("dry run: %s", out)

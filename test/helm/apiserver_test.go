@@ -66,7 +66,7 @@ func TestAPIServer(t *testing.T) {
 		{"every option, self-managed certificate", allOn, "platform-a", ""},
 		{"every option, cert-manager", allOnCertManager, "platform-b", ""},
 		{"namespace not created by the chart", `namespace: {create: false}
-networkPolicy: {enabled: true}`, "platform-c", ""},
+networkPolicy: {enabled: true, apiServerCIDRs: [192.0.2.10/32]}`, "platform-c", ""},
 		// The dry run does check: a CEL expression that does not compile
 		// passes the chart's schema but not the API server.
 		{"broken match condition", `webhook: {matchConditions: [{name: broken, expression: "request.("}]}`, "platform-d",

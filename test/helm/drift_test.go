@@ -49,7 +49,8 @@ func TestChartMatchesKustomize(t *testing.T) {
 	}{
 		{"self-managed certificate (defaults)", ``, []string{"deploy/standalone"}},
 		{"cert-manager", `certificates: {source: cert-manager}`, []string{"deploy/standalone/cert-manager"}},
-		{"network policy", `networkPolicy: {enabled: true}`, []string{"deploy/standalone", "deploy/standalone/network-policy"}},
+		// The sample's address is a placeholder, set by an overlay as users do.
+		{"network policy", `networkPolicy: {enabled: true, apiServerCIDRs: [192.0.2.10/32]}`, []string{"deploy/standalone", "test/helm/testdata/network-policy"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var want []*unstructured.Unstructured

@@ -44,6 +44,7 @@ config:
   requestBodyBudget: 24Mi
   enableHTTP2: true
   tlsMinVersion: "1.2"
+  tlsClientCAFile: /etc/mutator/client-ca/ca.crt
   sink: http://broker-ingress.knative-eventing.svc/mutator/default
   eventSource: mutator-prod
   goGC: "200"
@@ -52,6 +53,8 @@ config:
     check: true
     checkTimeout: 500ms
     checkReviewBudget: 1500ms
+    checkMaxLookups: 16
+    checkMaxInFlight: 128
     missing: warn
     unreachable: deny
     credentialsSecret: mirror-pull
@@ -233,7 +236,7 @@ func TestConfigValues(t *testing.T) {
 func TestUnsetValuesLeaveDefaults(t *testing.T) {
 	objs := render(t, `
 config: {registry: "", ignoredRegistries: [], excludeNamespaces: [], mode: "", warnings: null, logLevel: "", shutdownDelay: "", forceImagePullPolicy: null, imagePullPolicyToForce: "", metricsPort: 0}
-networkPolicy: {enabled: true}
+networkPolicy: {enabled: true, apiServerCIDRs: [192.0.2.10/32]}
 `, defaultNS)
 	e := env(t, objs)
 	var names []string
@@ -311,8 +314,8 @@ func TestOptions(t *testing.T) {
 				t.Errorf("namespaceSelector exempts %v, want cert-manager's namespace added", got)
 			}
 			vap := mustFind(t, objs, "ValidatingAdmissionPolicy", "mutator-namespace-opt-out")
-			if got := str(vap, "spec.validations.1.expression"); !strings.Contains(got, "['kube-system', 'mutator-system', 'cm-system']") {
-				t.Errorf("the namespace policy does not protect every name the webhook exempts: %s", got)
+			if got := str(vap, "spec.validations.1.expression"); !strings.Contains(got, "['cm-system', 'kube-system', 'legacy', 'mutator-system']") {
+				t.Errorf("the namespace policy does not protect every name the webhook and EXCLUDE_NAMESPACES exempt: %s", got)
 			}
 			dep := mustFind(t, objs, "Deployment", releaseName)
 			if field(dep, "spec.template.spec.automountServiceAccountToken") != nil {
@@ -411,8 +414,9 @@ func TestOptions(t *testing.T) {
 			if got := str(vap, "spec.matchConditions.0.expression"); got != "!request.userInfo.groups.exists(g, g in ['platform-admins'])" {
 				t.Errorf("admin groups expression = %s", got)
 			}
-			// Only the selector's names once the Knative ones are dropped.
-			if got := str(vap, "spec.validations.1.expression"); !strings.HasSuffix(got, "in ['kube-system', 'mutator-system'])") {
+			// Only the selector's names and EXCLUDE_NAMESPACES once the
+			// Knative ones are dropped.
+			if got := str(vap, "spec.validations.1.expression"); !strings.HasSuffix(got, "in ['kube-system', 'legacy', 'mutator-system'])") {
 				t.Errorf("protected names expression = %s", got)
 			}
 			sa := mustFind(t, objs, "ServiceAccount", releaseName)

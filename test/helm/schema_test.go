@@ -43,7 +43,6 @@ func TestRefusedValues(t *testing.T) {
 		{"a quote in a protected namespace", `namespacePolicy: {protectedNamespaces: ["a'b"]}`, "/namespacePolicy/protectedNamespaces/0"},
 		{"unknown Pod Security level", `namespace: {podSecurity: {enforce: strict}}`, "/namespace/podSecurity/enforce"},
 		{"CIDR without a prefix length", `networkPolicy: {apiServerCIDRs: [10.0.0.1]}`, "/networkPolicy/apiServerCIDRs/0"},
-		{"no API server CIDR", `networkPolicy: {apiServerCIDRs: []}`, "/networkPolicy/apiServerCIDRs"},
 		{"short digest", `image: {digest: "sha256:abc"}`, "/image/digest"},
 		{"unknown anti-affinity", `podAntiAffinity: sometimes`, "/podAntiAffinity"},
 		{"unknown issuer kind", `certificates: {certManager: {issuerRef: {kind: Vault, name: x}}}`, "/certificates/certManager/issuerRef/kind"},
@@ -56,6 +55,7 @@ func TestRefusedValues(t *testing.T) {
 config: {metricsPort: 0}`, "serviceMonitor.enabled needs config.metricsPort > 0"},
 		{"the same port twice", `config: {port: 9095}`, "config.port and config.metricsPort are both 9095"},
 		{"existing service account without a name", `serviceAccount: {create: false}`, "serviceAccount.name is required"},
+		{"network policy without the API server's addresses", `networkPolicy: {enabled: true}`, "networkPolicy.apiServerCIDRs is required"},
 		{"issuer without a name", `certificates: {source: cert-manager, certManager: {issuerRef: {kind: ClusterIssuer}}}`, "issuerRef.name is required"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -53,7 +53,9 @@ func keepAliveClient(t *testing.T, conns int, dial func(ctx context.Context, net
 }
 
 // review posts body and returns the status, or an error for a failed
-// exchange.
+// exchange. A 200 answer that denies the review returns the code of its
+// status instead (the webhook refuses what it will not process that way,
+// so that the API server cannot fail open), as a negative number.
 func review(ctx context.Context, c *http.Client, url string, body []byte) (int, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
@@ -65,8 +67,18 @@ func review(ctx context.Context, c *http.Client, url string, body []byte) (int, 
 		return 0, err
 	}
 	defer resp.Body.Close()
-	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+	answer, err := io.ReadAll(resp.Body)
+	if err != nil {
 		return resp.StatusCode, err
+	}
+	if resp.StatusCode == http.StatusOK {
+		var r admissionv1.AdmissionReview
+		if err := json.Unmarshal(answer, &r); err != nil || r.Response == nil {
+			return resp.StatusCode, fmt.Errorf("200 without an AdmissionReview: %.200s", answer)
+		}
+		if !r.Response.Allowed && r.Response.Result != nil {
+			return -int(r.Response.Result.Code), nil
+		}
 	}
 	return resp.StatusCode, nil
 }
@@ -121,19 +133,31 @@ func largeReview(t *testing.T, size int) []byte {
 	return reviewOf(t, &pod)
 }
 
+// reviewOf is the AdmissionReview of a CREATE of pod.
 func reviewOf(t *testing.T, pod *corev1.Pod) []byte {
+	t.Helper()
+	return reviewOfOp(t, pod, admissionv1.Create)
+}
+
+// reviewOfOp is the AdmissionReview of op on pod; an UPDATE carries pod as
+// object and oldObject, as the API server sends it.
+func reviewOfOp(t *testing.T, pod *corev1.Pod, op admissionv1.Operation) []byte {
 	t.Helper()
 	raw, err := json.Marshal(pod)
 	if err != nil {
 		t.Fatal(err)
 	}
+	req := &admissionv1.AdmissionRequest{
+		UID: "u", Kind: metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
+		Resource:  metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
+		Namespace: "team", Operation: op, Object: runtime.RawExtension{Raw: raw},
+	}
+	if op == admissionv1.Update {
+		req.OldObject = req.Object
+	}
 	b, err := json.Marshal(admissionv1.AdmissionReview{
 		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
-		Request: &admissionv1.AdmissionRequest{
-			UID: "u", Kind: metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
-			Resource:  metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
-			Namespace: "team", Operation: admissionv1.Create, Object: runtime.RawExtension{Raw: raw},
-		},
+		Request:  req,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -144,7 +168,8 @@ func reviewOf(t *testing.T, pod *corev1.Pod) []byte {
 // TestLargeBodyFlood sends 200 concurrent 3 MiB AdmissionReviews in a loop
 // while an ordinary review is sent every 10 ms. The process must stay
 // under the manifests' memory limit, every ordinary review must be
-// answered 200, and the flood must be refused (429) rather than queued.
+// answered 200, and the flood must be refused (a denial with code 429,
+// which the API server retries) rather than queued.
 func TestLargeBodyFlood(t *testing.T) {
 	m := startMutator(t, "flood", 0)
 	big := largeReview(t, 3<<20-4096)
@@ -223,8 +248,74 @@ func TestLargeBodyFlood(t *testing.T) {
 	if len(failures) > 0 {
 		t.Errorf("%d of %d ordinary reviews failed during the flood, first: %s", len(failures), len(latencies), failures[0])
 	}
-	if v, ok := statuses.Load(http.StatusTooManyRequests); !ok || v.(*atomic.Int64).Load() == 0 {
-		t.Errorf("no large review was refused with 429: the budget was not exercised (%v)", summary)
+	if v, ok := statuses.Load(-http.StatusTooManyRequests); !ok || v.(*atomic.Int64).Load() == 0 {
+		t.Errorf("no large review was denied with code 429: the budget was not exercised (%v)", summary)
+	}
+	if v, ok := statuses.Load(http.StatusTooManyRequests); ok {
+		t.Errorf("%d large reviews were answered HTTP 429, which failurePolicy Ignore admits unmutated (%v)", v.(*atomic.Int64).Load(), summary)
+	}
+}
+
+// TestHugeReviews: reviews past knative's 3 MiB limit, up to the largest
+// an API server sends (an UPDATE of the largest Pod etcd stores, every
+// byte escaped), are answered 200 with an AdmissionReview, concurrent ones
+// included, and the process stays under the manifests' memory limit.
+func TestHugeReviews(t *testing.T) {
+	m := startMutator(t, "huge", 0)
+	// An annotation of '<', which the review's JSON escapes six-fold.
+	pod := &corev1.Pod{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+		ObjectMeta: metav1.ObjectMeta{Name: "big", Namespace: "team", Annotations: map[string]string{"pad": strings.Repeat("<", 1400<<10)}},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "nginx"}}},
+	}
+	huge := reviewOfOp(t, pod, admissionv1.Update)
+	stop := make(chan struct{})
+	type peaks struct{ rss, hwm int64 }
+	sampled := make(chan peaks, 1)
+	go func() {
+		p, h := peakRSS(t, m, stop)
+		sampled <- peaks{p, h}
+	}()
+	const clients, rounds = 3, 5
+	client := keepAliveClient(t, clients, nil)
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		answers = map[int]int{}
+	)
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range rounds {
+				code, err := review(context.Background(), client, m.url, huge)
+				if err != nil {
+					code = -1
+				}
+				mu.Lock()
+				answers[code]++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	p := <-sampled
+	t.Logf("%d x %d-byte UPDATE reviews from %d clients: answers %v (negative: denial code); peak RSS %.1f MiB (VmHWM %.1f MiB)",
+		clients*rounds, len(huge), clients, answers, mib(p.rss), mib(p.hwm))
+	if len(huge) <= 3<<20 {
+		t.Fatalf("precondition: the review is %d bytes, not past knative's 3 MiB", len(huge))
+	}
+	if answers[http.StatusOK] == 0 {
+		t.Errorf("no huge review was processed: %v", answers)
+	}
+	for code, n := range answers {
+		if code != http.StatusOK && code != -http.StatusTooManyRequests {
+			t.Errorf("%d huge reviews answered %d; want 200, or a denial with code 429 (retry)", n, code)
+		}
+	}
+	if p.hwm >= memoryLimit {
+		t.Errorf("resident set peaked at %.1f MiB, at or over the %.0f MiB limit", mib(p.hwm), mib(memoryLimit))
 	}
 }
 

@@ -1,8 +1,10 @@
 // Package mirrortest runs a real OCI registry (go-containerregistry's
 // pkg/registry, in process) on 127.0.0.1 for tests of the mirror check, with
-// switches for the failures the check must survive: a registry that hangs,
-// one that answers an error status, one that needs credentials. It counts
-// the requests it gets, so that tests can say how many lookups a check cost.
+// switches for the failures the check must survive: a registry that hangs
+// (its manifests, or everything), references that are slow to answer, one
+// that answers an error status, one that needs credentials. It counts the
+// requests it gets, and when they end, so that tests can say how many
+// lookups a check cost and whether any went on after a deadline.
 package mirrortest
 
 import (
@@ -20,6 +22,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -45,10 +48,17 @@ type Registry struct {
 	opts          Options
 	requests      atomic.Int64
 	manifestHeads atomic.Int64
+	inFlight      atomic.Int64
+	maxInFlight   atomic.Int64
 
-	mu     sync.Mutex
-	hang   chan struct{} // non-nil: manifest requests wait for it to close
-	status int           // non-zero: every request is answered with it
+	mu        sync.Mutex
+	hang      chan struct{} // non-nil: manifest requests (with hangAll, all requests) wait for it to close
+	hangAll   bool
+	status    int // non-zero: every request is answered with it
+	slow      map[string]time.Duration
+	slowPing  time.Duration
+	answered  []time.Time // when each counted request was answered
+	abandoned int64       // counted requests whose client gave up first
 }
 
 // New starts a registry; it stops when the test ends.
@@ -72,15 +82,40 @@ const pushHeader = "X-Mirrortest-Push"
 
 func (r *Registry) serve(w http.ResponseWriter, req *http.Request, inner http.Handler) {
 	manifest := strings.Contains(req.URL.Path, "/manifests/")
-	if req.Header.Get(pushHeader) == "" {
+	counted := req.Header.Get(pushHeader) == ""
+	if counted {
 		r.requests.Add(1)
 		if manifest && req.Method == http.MethodHead {
 			r.manifestHeads.Add(1)
 		}
+		n := r.inFlight.Add(1)
+		defer r.inFlight.Add(-1)
+		for m := r.maxInFlight.Load(); n > m && !r.maxInFlight.CompareAndSwap(m, n); m = r.maxInFlight.Load() {
+		}
+		defer func() {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			if req.Context().Err() != nil {
+				r.abandoned++
+				return
+			}
+			r.answered = append(r.answered, time.Now())
+		}()
 	}
 	r.mu.Lock()
-	hang, status := r.hang, r.status
+	hang, hangAll, status := r.hang, r.hangAll, r.status
+	delay := r.slowFor(req.URL.Path)
+	if req.URL.Path == "/v2/" {
+		delay = r.slowPing
+	}
 	r.mu.Unlock()
+	if hang != nil && hangAll {
+		select {
+		case <-hang:
+		case <-req.Context().Done():
+			return
+		}
+	}
 	if status != 0 {
 		http.Error(w, http.StatusText(status), status)
 		return
@@ -101,8 +136,93 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request, inner http.Ha
 			return
 		}
 	}
+	if delay > 0 {
+		t := time.NewTimer(delay)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-req.Context().Done():
+			return
+		}
+	}
 	inner.ServeHTTP(w, req)
 }
+
+// slowFor is the delay of manifest requests under path; r.mu is held.
+func (r *Registry) slowFor(path string) time.Duration {
+	if !strings.Contains(path, "/manifests/") {
+		return 0
+	}
+	for prefix, d := range r.slow {
+		if strings.HasPrefix(path, "/v2/"+prefix) {
+			return d
+		}
+	}
+	return 0
+}
+
+// SetSlow makes manifest requests for repositories whose name starts with
+// prefix ("mirror/slow") wait d before they are answered, unless the client
+// gives up first: references chosen to be slow, as a pull-through cache is
+// for images it has to fetch. 0 removes the prefix.
+func (r *Registry) SetSlow(prefix string, d time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.slow == nil {
+		r.slow = map[string]time.Duration{}
+	}
+	if d <= 0 {
+		delete(r.slow, prefix)
+		return
+	}
+	r.slow[prefix] = d
+}
+
+// SetSlowPing makes GET /v2/ (the ping a client sends before its first
+// request for a repository) wait d, unless the client gives up first.
+func (r *Registry) SetSlowPing(d time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.slowPing = d
+}
+
+// SetHangAll makes every request wait, the /v2/ ping included, until the
+// client gives up or SetHang(false): a registry that is down behind a
+// load balancer that still accepts connections.
+func (r *Registry) SetHangAll(on bool) {
+	r.SetHang(on)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.hangAll = on
+}
+
+// AnsweredAfter is the number of requests (Push's left out) answered after
+// t; requests whose client gave up before the answer are not answered.
+func (r *Registry) AnsweredAfter(t time.Time) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, at := range r.answered {
+		if at.After(t) {
+			n++
+		}
+	}
+	return n
+}
+
+// Abandoned is the number of requests whose client gave up before the
+// answer (Push's left out).
+func (r *Registry) Abandoned() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.abandoned
+}
+
+// InFlight is the number of requests being served now (Push's left out).
+func (r *Registry) InFlight() int64 { return r.inFlight.Load() }
+
+// MaxInFlight is the most requests ever served at once (Push's left out).
+func (r *Registry) MaxInFlight() int64 { return r.maxInFlight.Load() }
 
 // SetHang makes manifest requests wait, until the client gives up or
 // SetHang(false): a registry that accepts connections and never answers.

@@ -92,14 +92,18 @@ same edit as deploy/standalone/cert-manager's patch. Output is YAML.
 {{- end }}
 
 {{/*
-The names the namespace policy protects: namespacePolicy.protectedNamespaces
-and every name the webhook's namespaceSelector exempts by name (NotIn on
-kubernetes.io/metadata.name), so the two lists cannot disagree. Output is a
-JSON list.
+The names the namespace policy protects: namespacePolicy.protectedNamespaces,
+every name of config.excludeNamespaces (EXCLUDE_NAMESPACES) and every name the
+webhook's namespaceSelector exempts by name (NotIn on
+kubernetes.io/metadata.name), so the lists cannot disagree; sorted, once
+each, as `mutator namespace-policy` prints them. Output is a JSON list.
 */}}
 {{- define "mutator.protectedNamespaces" -}}
 {{- $names := list }}
 {{- range .Values.namespacePolicy.protectedNamespaces }}
+{{- $names = append $names (tpl . $) }}
+{{- end }}
+{{- range .Values.config.excludeNamespaces }}
 {{- $names = append $names (tpl . $) }}
 {{- end }}
 {{- $sel := fromYaml (include "mutator.namespaceSelector" .) }}
@@ -108,7 +112,7 @@ JSON list.
 {{- $names = concat $names .values }}
 {{- end }}
 {{- end }}
-{{- toJson (uniq $names) }}
+{{- toJson (uniq $names | sortAlpha) }}
 {{- end }}
 
 {{/*
@@ -148,11 +152,14 @@ or "" is left out, so the program's own default applies.
   (list "WEBHOOK_TLS_MIN_VERSION" $c.tlsMinVersion)
   (list "K_SINK" $c.sink)
   (list "EVENT_SOURCE" $c.eventSource)
+  (list "TLS_CLIENT_CA_FILE" $c.tlsClientCAFile)
   (list "GOGC" $c.goGC)
   (list "GOMEMLIMIT" $c.goMemLimit)
   (list "MIRROR_CHECK" $m.check)
   (list "MIRROR_CHECK_TIMEOUT" $m.checkTimeout)
   (list "MIRROR_CHECK_REVIEW_BUDGET" $m.checkReviewBudget)
+  (list "MIRROR_CHECK_MAX_LOOKUPS" $m.checkMaxLookups)
+  (list "MIRROR_CHECK_MAX_IN_FLIGHT" $m.checkMaxInFlight)
   (list "MIRROR_MISSING" $m.missing)
   (list "MIRROR_UNREACHABLE" $m.unreachable)
   (list "MIRROR_CREDENTIALS" $mirrorCredentials)
