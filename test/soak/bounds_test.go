@@ -335,9 +335,10 @@ func TestLongImagesBounded(t *testing.T) {
 			image := fmt.Sprintf("quay.io/%d-%d-%d/", i, j, r.Int64()) + strings.Repeat("a", 64<<10)
 			pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: "c" + strconv.Itoa(j), Image: image})
 		}
+		// Denied (403 in the answer): no image of 64 KiB can be pulled.
 		code, err := review(context.Background(), client, m.url, reviewOf(t, pod))
-		if err != nil || code != http.StatusOK {
-			t.Fatalf("review %d: status %d, %v", i, code, err)
+		if err != nil || code != -http.StatusForbidden {
+			t.Fatalf("review %d: status %d, %v; want a denial with code 403", i, code, err)
 		}
 	}
 	after := m.rss(t)
