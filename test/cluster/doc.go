@@ -16,7 +16,9 @@
 // untouched; that the mirror refuses a pull without the secret; that the
 // forced pull policy Always pulls again when a container restarts; that
 // the mutator deployed with deploy/standalone (two replicas behind their
-// Service) loses no create to a rolling restart or a killed replica; and
+// Service) loses no create to a rolling restart or a killed replica; that
+// the Helm chart, installed with Helm's SDK, gets two replicas Ready that
+// the API server reaches through their Service; and
 // they log figures (node Ready time, Pod create to Running with and
 // without the webhook, the webhook's latency and memory).
 //

@@ -76,68 +76,24 @@ func TestStandaloneDeployment(t *testing.T) {
 	ctx := t.Context()
 	client := e.kube.Client()
 
-	if err := e.pushMutatorImage(ctx); err != nil {
-		t.Fatal(err)
-	}
 	dir, err := writeOverlay()
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The process's configuration has the shipped name, as the in-cluster
-	// one: it steps aside, and comes back for the tests after this one.
-	if err := client.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(ctx, webhookName, metav1.DeleteOptions{}); err != nil {
-		t.Fatalf("removing the mutator process's webhook: %v", err)
-	}
-	t.Cleanup(func() { e.restoreProcessWebhook(t, dir) })
-
-	// The namespace first, with the pull secret its Pods need.
-	if _, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: standaloneNamespace}}, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("creating %s: %v", standaloneNamespace, err)
-	}
-	secret, err := e.pullSecretObject()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := client.CoreV1().Secrets(standaloneNamespace).Create(ctx, secret, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("creating the pull secret: %v", err)
-	}
+	e.replaceProcessWebhook(t, standaloneNamespace, func(ctx context.Context) error {
+		if out, err := e.kube.Kubectl(ctx, "delete", "-k", dir, "--ignore-not-found", "--wait=false"); err != nil {
+			return fmt.Errorf("%w\n%s", err, out)
+		}
+		return nil
+	})
 	began := time.Now()
 	if out, err := e.kube.Kubectl(ctx, "apply", "-k", dir); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	e.waitMutatorReplicas(t)
+	e.waitMutatorReplicas(t, standaloneNamespace)
 	t.Logf("2 mutator replicas ready %s after kubectl apply", time.Since(began).Round(time.Millisecond))
 
-	whc, err := client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, webhookName, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cc := whc.Webhooks[0].ClientConfig; cc.Service == nil || cc.URL != nil {
-		t.Fatalf("the webhook's clientConfig %+v does not name the Service", cc)
-	}
-	ns := e.newNamespace(t, "standalone", false)
-	last := ""
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("last dry-run create: %s", last)
-		}
-	})
-	wait(t, time.Minute, "a create mutated through the Service", func(ctx context.Context) (bool, error) {
-		pod, err := dryRunCreate(ctx, e, ns)
-		if err != nil {
-			if ctx.Err() == nil {
-				last = err.Error()
-			}
-			return false, nil
-		}
-		last = "image " + pod.Spec.Containers[0].Image
-		return pod.Spec.Containers[0].Image == mirrorRef("app"), nil
-	})
-	for _, pod := range e.mutatorPods(t) {
-		if rss, err := e.podMemory(&pod); err == nil {
-			t.Logf("figure: mutator Pod %s resident memory %s", pod.Name, rss)
-		}
-	}
+	ns := e.checkServedThroughService(t, standaloneNamespace, "standalone")
 
 	t.Run("rolling restart", func(t *testing.T) {
 		stats := e.createContinuously(ctx, ns)
@@ -148,13 +104,13 @@ func TestStandaloneDeployment(t *testing.T) {
 			t.Fatalf("%v\n%s", err, out)
 		}
 		// Until the old Pods are gone: their shutdown is what is tested.
-		e.waitMutatorReplicas(t)
+		e.waitMutatorReplicas(t, standaloneNamespace)
 		// A graceful shutdown (SHUTDOWN_DELAY) must refuse nothing.
 		stats.stop(t, true)
 	})
 
 	t.Run("killed replica", func(t *testing.T) {
-		victim := e.mutatorPods(t)[0]
+		victim := e.mutatorPods(t, standaloneNamespace)[0]
 		stats := e.createContinuously(ctx, ns)
 		time.Sleep(time.Second) // creates flowing to both replicas
 		killed, err := killContainer(string(victim.UID), "mutator")
@@ -210,15 +166,45 @@ func writeOverlay() (string, error) {
 	return dir, nil
 }
 
-// restoreProcessWebhook deletes the in-cluster mutator and registers the
-// mutator process's webhook again, for the tests that follow.
-func (e *env) restoreProcessWebhook(t *testing.T, overlayDir string) {
+// replaceProcessWebhook readies the cluster for the mutator deployed in
+// namespace: its image in the mirror, the namespace with the pull secret its
+// Pods need, and the mutator process's webhook out of the way (it has the
+// shipped name, as the in-cluster one). When the test ends, remove deletes
+// the in-cluster mutator and the process's webhook comes back for the tests
+// that follow (restoreProcessWebhook).
+func (e *env) replaceProcessWebhook(t *testing.T, namespace string, remove func(context.Context) error) {
+	t.Helper()
+	ctx := t.Context()
+	client := e.kube.Client()
+	if err := e.pushMutatorImage(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(ctx, webhookName, metav1.DeleteOptions{}); err != nil {
+		t.Fatalf("removing the mutator process's webhook: %v", err)
+	}
+	t.Cleanup(func() { e.restoreProcessWebhook(t, remove) })
+
+	if _, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("creating %s: %v", namespace, err)
+	}
+	secret, err := e.pullSecretObject()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.CoreV1().Secrets(namespace).Create(ctx, secret, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("creating the pull secret: %v", err)
+	}
+}
+
+// restoreProcessWebhook deletes the in-cluster mutator with remove and
+// registers the mutator process's webhook again, for the tests that follow.
+func (e *env) restoreProcessWebhook(t *testing.T, remove func(context.Context) error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if out, err := e.kube.Kubectl(ctx, "delete", "-k", overlayDir, "--ignore-not-found", "--wait=false"); err != nil {
-		t.Errorf("deleting the in-cluster mutator: %v\n%s", err, out)
+	if err := remove(ctx); err != nil {
+		t.Errorf("deleting the in-cluster mutator: %v", err)
 	}
-	// Deleted just now, or still there if the apply failed first.
+	// Deleted just now, or still there if the deployment failed first.
 	err := e.kube.Client().AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(ctx, webhookName, metav1.DeleteOptions{})
 	if err != nil && !apierrors.IsNotFound(err) {
 		t.Errorf("deleting the in-cluster webhook: %v", err)
@@ -228,17 +214,57 @@ func (e *env) restoreProcessWebhook(t *testing.T, overlayDir string) {
 	}
 }
 
-// waitMutatorReplicas waits until the mutator's Deployment has exactly two
-// Pods, both current and ready: none starting, none shutting down.
-func (e *env) waitMutatorReplicas(t *testing.T) {
+// checkServedThroughService checks that the in-cluster mutator of namespace
+// has the webhook name its Service, waits until a create in a new served
+// namespace (prefix-) is mutated, logs the replicas' memory, and returns
+// that namespace.
+func (e *env) checkServedThroughService(t *testing.T, namespace, prefix string) string {
+	t.Helper()
+	whc, err := e.kube.Client().AdmissionregistrationV1().MutatingWebhookConfigurations().Get(t.Context(), webhookName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cc := whc.Webhooks[0].ClientConfig; cc.Service == nil || cc.URL != nil || cc.Service.Namespace != namespace {
+		t.Fatalf("the webhook's clientConfig %+v does not name the Service in %s", cc, namespace)
+	}
+	ns := e.newNamespace(t, prefix, false)
+	last := ""
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("last dry-run create: %s", last)
+		}
+	})
+	wait(t, time.Minute, "a create mutated through the Service", func(ctx context.Context) (bool, error) {
+		pod, err := dryRunCreate(ctx, e, ns)
+		if err != nil {
+			if ctx.Err() == nil {
+				last = err.Error()
+			}
+			return false, nil
+		}
+		last = "image " + pod.Spec.Containers[0].Image
+		return pod.Spec.Containers[0].Image == mirrorRef("app"), nil
+	})
+	for _, pod := range e.mutatorPods(t, namespace) {
+		if rss, err := e.podMemory(&pod); err == nil {
+			t.Logf("figure: mutator Pod %s resident memory %s", pod.Name, rss)
+		}
+	}
+	return ns
+}
+
+// waitMutatorReplicas waits until the mutator's Deployment in namespace
+// has exactly two Pods, both current and ready: none starting, none
+// shutting down.
+func (e *env) waitMutatorReplicas(t *testing.T, namespace string) {
 	t.Helper()
 	last := ""
 	wait(t, 3*time.Minute, "two ready mutator replicas", func(ctx context.Context) (bool, error) {
-		dep, err := e.kube.Client().AppsV1().Deployments(standaloneNamespace).Get(ctx, "mutator", metav1.GetOptions{})
+		dep, err := e.kube.Client().AppsV1().Deployments(namespace).Get(ctx, "mutator", metav1.GetOptions{})
 		if err != nil {
 			return false, nil
 		}
-		pods, err := e.kube.Client().CoreV1().Pods(standaloneNamespace).List(ctx, metav1.ListOptions{})
+		pods, err := e.kube.Client().CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return false, nil
 		}
@@ -255,10 +281,10 @@ func (e *env) waitMutatorReplicas(t *testing.T) {
 	t.Logf("mutator replicas: %s", last)
 }
 
-// mutatorPods lists the mutator's Pods.
-func (e *env) mutatorPods(t *testing.T) []corev1.Pod {
+// mutatorPods lists the mutator's Pods in namespace.
+func (e *env) mutatorPods(t *testing.T, namespace string) []corev1.Pod {
 	t.Helper()
-	pods, err := e.kube.Client().CoreV1().Pods(standaloneNamespace).List(t.Context(), metav1.ListOptions{})
+	pods, err := e.kube.Client().CoreV1().Pods(namespace).List(t.Context(), metav1.ListOptions{})
 	if err != nil || len(pods.Items) == 0 {
 		t.Fatalf("listing the mutator's Pods: %d, %v", len(pods.Items), err)
 	}

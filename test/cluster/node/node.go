@@ -320,6 +320,10 @@ func (n *Node) ReadyAfter() time.Duration { return n.readyAfter }
 // Dir holds the node's configuration, certificates and logs.
 func (n *Node) Dir() string { return n.dir }
 
+// Kubeconfig is the path of the admin kubeconfig (for clients that take
+// one, such as Helm's).
+func (n *Node) Kubeconfig() string { return n.pki.kubeconfig("admin") }
+
 // Kubectl runs kubectl as admin; the error includes stderr.
 func (n *Node) Kubectl(ctx context.Context, args ...string) (string, error) {
 	var stdout, stderr bytes.Buffer
