@@ -143,6 +143,10 @@ func (n *Node) buildClient(apiURL string) error {
 	n.restConfig.Host = apiURL
 	n.restConfig.QPS, n.restConfig.Burst = 100, 200
 	n.restConfig.UserAgent = "mutator-cluster-test"
+	// The mutator words each change as a warning (WARNINGS=true); client-go
+	// would log every one of thousands of creates. Tests that read them
+	// use a client of their own.
+	n.restConfig.WarningHandler = rest.NoWarnings{}
 	if n.httpClient, err = rest.HTTPClientFor(n.restConfig); err != nil {
 		return fmt.Errorf("creating HTTP client: %w", err)
 	}
