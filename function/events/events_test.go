@@ -935,3 +935,36 @@ func TestEventListsSummarised(t *testing.T) {
 		})
 	}
 }
+
+// TestEventCountsSummarisedFallbacks: the admission controller summarises
+// a long list of mirror fallbacks itself (an entry with More stands for
+// 1+More images); the event counts those images as omitted.
+func TestEventCountsSummarisedFallbacks(t *testing.T) {
+	s := startSink(t, nil)
+	e, err := New(context.Background(), Options{Sink: s.url})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := outcome(req{kind: "Pod", resource: "pods", ns: "team-a", name: "web", uid: "uid-more", user: "alice"}, admission.Patched, manyChanges(1)...)
+	o.MirrorFallbacks = []admission.MirrorFallback{
+		{Where: `container "a"`, Image: "nginx:1", Mirror: "registry.example.com/library/nginx:1", Reason: mirror.Timeout, Action: admission.MirrorRewrite},
+		{Where: `container "b"`, Image: "nginx:2", Mirror: "registry.example.com/library/nginx:2", Reason: mirror.Timeout, Action: admission.MirrorRewrite, More: 967},
+	}
+	e.Observe(context.Background(), o)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	events, _, _ := s.received()
+	if len(events) != 1 {
+		t.Fatalf("sink got %d events, want 1", len(events))
+	}
+	var got Data
+	if err := events[0].DataAs(&got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.MirrorFallbacks) != 2 || got.OmittedMirrorFallbacks != 967 || !got.Truncated {
+		t.Errorf("fallbacks listed %d, omitted %d, truncated %v; want 2, 967, true", len(got.MirrorFallbacks), got.OmittedMirrorFallbacks, got.Truncated)
+	}
+}

@@ -48,6 +48,8 @@ func TestMirrorMetrics(t *testing.T) {
 		{Action: admission.MirrorOriginal, Reason: mirror.Missing},
 		{Action: admission.MirrorRewrite, Reason: mirror.Timeout},
 		{Action: "made-up", Reason: "invented"},
+		// A summary entry of the admission controller: 1+More images.
+		{Action: admission.MirrorRewrite, Reason: mirror.Skipped, More: 2},
 	}})
 
 	text := scrape(t, m)
@@ -55,6 +57,7 @@ func TestMirrorMetrics(t *testing.T) {
 		`mutator_mirror_fallbacks_total{action="original",reason="missing"} 1`,
 		`mutator_mirror_fallbacks_total{action="rewrite",reason="timeout"} 1`,
 		`mutator_mirror_fallbacks_total{action="other",reason="other"} 1`,
+		`mutator_mirror_fallbacks_total{action="rewrite",reason="skipped"} 3`,
 		`mutator_mirror_checks_total{result="present"} 2`,
 		`mutator_mirror_checks_total{result="missing"} 1`,
 		`mutator_mirror_checks_total{result="error"} 1`,
