@@ -61,15 +61,22 @@ func applyNamespaceGuard(t *testing.T, ctx context.Context, probe string, args .
 	}
 }
 
-// grantRules binds a ClusterRole with rules to one user until the test ends.
+// grantRules gives user the rules, cluster-wide, until the test ends.
 func grantRules(t *testing.T, ctx context.Context, name, user string, rules ...rbacv1.PolicyRule) {
+	t.Helper()
+	grant(t, ctx, name, rbacv1.Subject{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}, rules...)
+}
+
+// grant binds a ClusterRole of the rules, both called name, to subject
+// until the test ends.
+func grant(t *testing.T, ctx context.Context, name string, subject rbacv1.Subject, rules ...rbacv1.PolicyRule) {
 	t.Helper()
 	rbac := kube.Client().RbacV1()
 	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: name}, Rules: rules}
 	binding := &rbacv1.ClusterRoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: name},
-		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}},
+		Subjects:   []rbacv1.Subject{subject},
 	}
 	if _, err := rbac.ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)

@@ -1,13 +1,13 @@
 package node
 
 import (
-	"bufio"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/mutator-dev/mutator/test/e2e/cluster"
 )
 
 // nodeBinaries are the binaries NodeAssetsDir must hold, beside the
@@ -91,43 +91,6 @@ func hasFiles(dir string, names ...string) bool {
 	return true
 }
 
-// modulePath identifies the repository root's go.mod.
-const modulePath = "github.com/mutator-dev/mutator"
-
-// RepoRoot walks up from the working directory (the package directory
-// under `go test`) to the go.mod declaring the mutator's module.
-func RepoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("getting working directory: %w", err)
-	}
-	for {
-		if mod, err := moduleOf(filepath.Join(dir, "go.mod")); err == nil && mod == modulePath {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("no go.mod for module %s above the working directory", modulePath)
-		}
-		dir = parent
-	}
-}
-
-// moduleOf returns the module path a go.mod declares.
-func moduleOf(goMod string) (string, error) {
-	f, err := os.Open(goMod)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), "module "); ok {
-			return strings.Trim(strings.TrimSpace(rest), `"`), nil
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return "", fmt.Errorf("reading %s: %w", goMod, err)
-	}
-	return "", errors.New(goMod + " has no module line")
-}
+// RepoRoot is the repository's root: the directory of the mutator's go.mod
+// above the working directory, found as the e2e harness finds it.
+func RepoRoot() (string, error) { return cluster.RepoRoot() }

@@ -30,7 +30,7 @@ func AssetsDir() (string, error) {
 		dir, source = os.Getenv("KUBEBUILDER_ASSETS"), "$KUBEBUILDER_ASSETS"
 	}
 	if dir == "" {
-		root, err := repoRoot()
+		root, err := RepoRoot()
 		if err != nil {
 			return "", fmt.Errorf("locating control-plane binaries: %w; set KUBE_ASSETS", err)
 		}
@@ -71,10 +71,10 @@ func checkAssets(dir string) error {
 	return nil
 }
 
-// repoRoot walks up from the working directory (the package directory under
+// RepoRoot walks up from the working directory (the package directory under
 // `go test`) to the go.mod declaring modulePath. The working directory is used
 // rather than runtime.Caller because -trimpath erases source paths.
-func repoRoot() (string, error) {
+func RepoRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", fmt.Errorf("getting working directory: %w", err)

@@ -181,7 +181,7 @@ func writeExecutable(t *testing.T, path string) {
 }
 
 func TestRepoRoot(t *testing.T) {
-	root, err := repoRoot()
+	root, err := RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +190,7 @@ func TestRepoRoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	if want := filepath.Join(root, "test", "e2e", "cluster"); wd != want {
-		t.Errorf("repoRoot() = %s, want the root above %s", root, wd)
+		t.Errorf("RepoRoot() = %s, want the root above %s", root, wd)
 	}
 }
 
