@@ -40,15 +40,16 @@ func newSlots(n int) *slots {
 // acquire takes a slot for the review key, waiting until one is free or ctx
 // is done; it returns ctx's error then. A nil key is a review of its own.
 func (s *slots) acquire(ctx context.Context, key any) error {
+	// A review past its deadline takes no slot, free or not: its lookup
+	// would reach the registry with nobody waiting for the answer.
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	if s.free > 0 && s.turns.Len() == 0 {
 		s.take()
 		s.mu.Unlock()
 		return nil
-	}
-	if err := ctx.Err(); err != nil {
-		s.mu.Unlock()
-		return err
 	}
 	w := &slotWaiter{ready: make(chan struct{})}
 	if key == nil {
