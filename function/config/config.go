@@ -170,7 +170,13 @@ func Load() (Config, error) {
 // normalize removes spellings that mean the same thing, so that the rules
 // compare one form only.
 func (c *Config) normalize() {
-	c.Registry = strings.TrimSuffix(strings.TrimSpace(c.Registry), "/")
+	// A REGISTRY of "/" is kept as written so that Validate refuses it:
+	// trimmed to "", it would turn the rewrite off without a word.
+	if r := strings.TrimSpace(c.Registry); r != "/" {
+		c.Registry = strings.TrimSuffix(r, "/")
+	} else {
+		c.Registry = r
+	}
 	for i, r := range c.IgnoredRegistries {
 		c.IgnoredRegistries[i] = strings.TrimSuffix(r, "/")
 	}

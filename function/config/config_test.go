@@ -148,6 +148,7 @@ func TestLoadErrors(t *testing.T) {
 		{"metrics port negative", map[string]string{"METRICS_PORT": "-1"}, "METRICS_PORT"},
 		{"registry without host", map[string]string{"REGISTRY": "myregistry"}, "REGISTRY"},
 		{"registry with tag", map[string]string{"REGISTRY": "r.example.com/x:tag"}, "REGISTRY"},
+		{"registry of only a slash", map[string]string{"REGISTRY": " / "}, "REGISTRY"},
 		{"pull secret name", map[string]string{"IMAGE_PULL_SECRET": "Bad_Name"}, "IMAGE_PULL_SECRET"},
 		{"storage class name", map[string]string{"DEFAULT_STORAGE_CLASS": "Fast Disk"}, "DEFAULT_STORAGE_CLASS"},
 		{"mode", map[string]string{"MODE": "dry"}, "MODE"},

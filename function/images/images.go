@@ -49,7 +49,10 @@ type Rewriter struct {
 func New(registry string, ignored, mapping []string) (*Rewriter, error) {
 	r := &Rewriter{registry: strings.TrimSuffix(registry, "/"), memo: newMemo(memoEntries, memoBytes)}
 	var errs []error
-	if r.registry != "" {
+	// A REGISTRY of "/" trims to "", which would turn the core rule off
+	// without a word: a value that is set is validated, even when empty
+	// after trimming.
+	if registry != "" {
 		if err := ValidateRegistry(r.registry); err != nil {
 			errs = append(errs, fmt.Errorf("registry %q: %w", registry, err))
 		} else {

@@ -221,6 +221,7 @@ func TestNewErrors(t *testing.T) {
 		wantErr  string
 	}{
 		{"registry without host", "myregistry", nil, "myregistry"},
+		{"registry of only a slash", "/", nil, `"/"`},
 		{"upper-case single-label registry", "Mirror/x", nil, "Mirror/x"},
 		{"registry with tag", "r.example.com/x:tag", nil, "r.example.com/x:tag"},
 		{"bad map", mirror, []string{"garbage"}, "garbage"},
