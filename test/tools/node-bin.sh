@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Puts the node binaries of the cluster tests (test/cluster) into the folder
 # given as $1: kubelet, kube-controller-manager, kube-scheduler, kube-proxy
-# (k8s.io/kubernetes v1.36.5) and containerd, containerd-shim-runc-v2, ctr
-# (v2.4.2). It unpacks ../shared/node-bin/ when that folder is there (after
-# checking its SHA256SUMS), else builds them from the Go module proxy with the
-# wrapper modules test/tools/node and test/tools/containerd (cold, on 2 cores:
-# about 25 minutes; warm, about a minute). Binaries already present with the
-# right version stamp are kept.
+# (k8s.io/kubernetes v1.36.5), containerd, containerd-shim-runc-v2, ctr
+# (v2.4.2) and coredns (v1.15.0). It unpacks ../shared/node-bin/ when that
+# folder is there (after checking its SHA256SUMS), else builds them from the
+# Go module proxy with the wrapper modules test/tools/node and
+# test/tools/containerd (cold, on 2 cores: about 25 minutes; warm, about a
+# minute); coredns is always built (test/tools/coredns). Binaries already
+# present with the right version stamp are kept.
 #
 # As root it also installs the Debian packages the node needs when missing:
 # runc, containernetworking-plugins and iptables (and iproute2).
@@ -20,6 +21,7 @@ out=$(cd "$out" && pwd)
 
 kube_version=v1.36.5
 containerd_version=v2.4.2
+coredns_version=v1.15.0 # test/tools/coredns/go.mod
 tarball=node-bin-$kube_version-linux-amd64.tar.xz
 bins=(kubelet kube-controller-manager kube-scheduler kube-proxy containerd containerd-shim-runc-v2 ctr)
 
@@ -49,7 +51,21 @@ current() {
 	[[ "$(cat "$out/.versions" 2>/dev/null)" == "$want" ]]
 }
 
+# CoreDNS is not in ../shared/node-bin: it is always built, from the wrapper
+# module test/tools/coredns (only the plugins the tests use; cold, about 2
+# minutes), and kept while its stamp matches.
+coredns() {
+	local stamp="$out/.coredns-version"
+	if [[ -x "$out/coredns" && "$(cat "$stamp" 2>/dev/null)" == "$coredns_version" ]]; then
+		return
+	fi
+	echo "node-bin: building coredns $coredns_version into $out (cold: about 2 min)"
+	(cd "$here/coredns" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/coredns" .)
+	echo "$coredns_version" >"$stamp"
+}
+
 install_packages
+coredns
 
 stamp="$out/.versions"
 want="kube=$kube_version containerd=$containerd_version"

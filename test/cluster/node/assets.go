@@ -14,7 +14,7 @@ import (
 // control plane's (etcd, kube-apiserver, kubectl; see cluster.AssetsDir).
 var nodeBinaries = []string{
 	"kubelet", "kube-controller-manager", "kube-scheduler", "kube-proxy",
-	"containerd", "containerd-shim-runc-v2", "ctr",
+	"containerd", "containerd-shim-runc-v2", "ctr", "coredns",
 }
 
 // NodeAssetsDir returns the directory holding nodeBinaries: $NODE_ASSETS,

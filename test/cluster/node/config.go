@@ -132,11 +132,13 @@ func kubeletConfig(p *pki, cgroupRoot string) ([]byte, error) {
 		"tlsPrivateKeyFile":  p.path("kubelet-serving.key"),
 		"readOnlyPort":       0,
 		"healthzBindAddress": "127.0.0.1",
-		// No cluster DNS yet; Pods get no name servers rather than the
-		// machine's, which they could not reach anyway.
-		"resolvConf": "",
-		"failSwapOn": false,
-		"maxPods":    250,
+		// Pods get the cluster's DNS (dns.go) and none of the machine's
+		// name servers, which they could not reach anyway.
+		"resolvConf":    "",
+		"clusterDNS":    []string{ClusterDNSIP},
+		"clusterDomain": ClusterDomain,
+		"failSwapOn":    false,
+		"maxPods":       250,
 		// Eviction and image garbage collection would act on the machine's
 		// disk and memory, which other work shares: only in extremity.
 		"evictionHard": m{

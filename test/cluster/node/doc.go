@@ -1,6 +1,6 @@
 // Package node runs a real single-node Kubernetes cluster for tests: etcd,
 // kube-apiserver, kube-controller-manager, kube-scheduler, containerd (with
-// Debian's runc and CNI plugins), the kubelet and kube-proxy, all inside
+// Debian's runc and CNI plugins), the kubelet, kube-proxy and CoreDNS, all inside
 // network, mount and PID namespaces that the test binary creates for itself.
 //
 // A test binary that uses it runs in three stages, told apart by an

@@ -56,7 +56,7 @@ type Node struct {
 	readyAfter time.Duration
 
 	etcd, apiserver, controllerManager, scheduler *process
-	containerd, kubelet, kubeProxy                *process
+	containerd, kubelet, kubeProxy, dns           *process
 	stopOnce                                      sync.Once
 }
 
@@ -115,6 +115,9 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		return nil, err
 	}
 	n.logf("node: control plane ready after %s", time.Since(began).Round(time.Millisecond))
+	if err := n.startDNS(ctx); err != nil {
+		return nil, err
+	}
 	if err := n.startContainerd(ctx, prereq, opts); err != nil {
 		return nil, err
 	}
@@ -288,7 +291,7 @@ func (n *Node) start(name, path string, env []string, args ...string) (*process,
 // components lists the started components, node first: the order to stop.
 func (n *Node) components() []*process {
 	var ps []*process
-	for _, p := range []*process{n.kubeProxy, n.kubelet, n.scheduler, n.controllerManager, n.containerd, n.apiserver, n.etcd} {
+	for _, p := range []*process{n.kubeProxy, n.kubelet, n.dns, n.scheduler, n.controllerManager, n.containerd, n.apiserver, n.etcd} {
 		if p != nil {
 			ps = append(ps, p)
 		}

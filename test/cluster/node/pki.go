@@ -23,6 +23,7 @@ var componentUsers = map[string][]string{
 	"kube-controller-manager": {"system:kube-controller-manager"},
 	"kube-scheduler":          {"system:kube-scheduler"},
 	"kube-proxy":              {"system:kube-proxy"},
+	"coredns":                 {dnsUser},
 }
 
 // pki holds the paths of the certificates, keys and kubeconfigs in dir.

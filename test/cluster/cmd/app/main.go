@@ -1,12 +1,15 @@
 // Command app is the cluster tests' workload: it prints the files named by
 // -print (e.g. one from an image volume, so `kubectl logs` shows it was
-// readable), then runs until SIGTERM, or until -exit-after has passed so
-// that the kubelet restarts it.
+// readable) and the addresses of the names given by -lookup (resolved
+// through the Pod's DNS), then runs until SIGTERM, or until -exit-after has
+// passed so that the kubelet restarts it.
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -20,6 +23,11 @@ func main() {
 		files = append(files, path)
 		return nil
 	})
+	var names []string
+	flag.Func("lookup", "print this name's addresses (repeatable)", func(name string) error {
+		names = append(names, name)
+		return nil
+	})
 	exitAfter := flag.Duration("exit-after", 0, "exit 0 after this long (0: run until SIGTERM)")
 	flag.Parse()
 
@@ -30,6 +38,16 @@ func main() {
 			os.Exit(1)
 		}
 		fmt.Printf("app: %s: %s\n", path, strings.TrimSpace(string(data)))
+	}
+	for _, name := range names {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		addrs, err := net.DefaultResolver.LookupHost(ctx, name)
+		cancel()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "app: %v\n", err)
+			os.Exit(1)
+		}
+		fmt.Printf("app: lookup %s: %s\n", name, strings.Join(addrs, " "))
 	}
 
 	sigs := make(chan os.Signal, 1)
