@@ -26,6 +26,7 @@ COPY --from=build /out/mutator /mutator
 # nonroot (65532); numeric so that runAsNonRoot can verify it without
 # resolving a name.
 USER 65532:65532
+LABEL org.opencontainers.image.licenses=Apache-2.0 org.opencontainers.image.source=https://github.com/mutator-dev/mutator
 # 8443 serves reviews and probes over HTTPS (PORT), 9095 metrics (METRICS_PORT).
 EXPOSE 8443 9095
 ENTRYPOINT ["/mutator", "serve"]

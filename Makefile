@@ -1,4 +1,4 @@
-# mutator — see README.md. `make help` lists the targets.
+# mutator — see README.md and docs/development.md. `make help` lists the targets.
 
 SHELL := /usr/bin/env bash
 GO ?= go

@@ -41,7 +41,7 @@ const usage = `usage:
   mutator version          print the version (also --version)
   mutator help             print this text; "mutator COMMAND -h" for a command's flags
 
-Configuration is read from the environment; see the README.
+Configuration is read from the environment; see docs/configuration.md.
 `
 
 func main() {
@@ -64,7 +64,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		kube.InitFlags(fs)
 		fs.Usage = func() {
 			fmt.Fprint(fs.Output(), "usage: mutator serve [flags]\n\n"+
-				"Serves admission reviews on PORT; configuration from env (see the README).\n"+
+				"Serves admission reviews on PORT; configuration from env (see docs/configuration.md).\n"+
 				"The flags configure the Kubernetes client, used only with WEBHOOK_SECRET_NAME\n"+
 				"(self-managed certificates); they are knative.dev/pkg's client flags:\n\n")
 			fs.PrintDefaults()

@@ -19,8 +19,7 @@ webhook's rules itself, with their bindings, as YAML for "kubectl apply -f -".
 A configuration the policies cannot reproduce exactly (MODE=audit, WARNINGS,
 K_SINK, MIRROR_CHECK) prints nothing: the reasons go to standard error and the
 exit status is 1. Apply the namespace guard too ("mutator namespace-policy"
-with the same environment). See the README, "No webhook:
-MutatingAdmissionPolicy".
+with the same environment). See docs/policies.md.
 `
 
 // policyCmd is `mutator policy`.

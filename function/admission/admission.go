@@ -263,7 +263,7 @@ func describe(changes []mutation.Change, pending bool) []string {
 // Warnings are shown to whoever made the request (kubectl prints each on a
 // line of its own), so each is kept to one readable line and a Pod with many
 // changes gets a summary instead of a screenful; the full list is in the
-// events and the logs.
+// audit events (CloudEvents) and the API server's audit annotations.
 const (
 	maxWarningLen = 120
 	maxWarnings   = 8
@@ -297,7 +297,7 @@ func auditAnnotations(result Result, changes []mutation.Change, problems []mutat
 }
 
 // describeProblems words refused images for audit-mode warnings: short
-// enough for one line, the full reason is in the events and the logs.
+// enough for one line, the full reason is in the audit events.
 func describeProblems(problems []mutation.Problem) []string {
 	out := make([]string, len(problems))
 	for i, p := range problems {

@@ -75,7 +75,7 @@ type Config struct {
 	WebhookConfigName  string `envconfig:"WEBHOOK_CONFIG_NAME"`
 
 	// The mirror check (package mirror), off by default: before admitting a
-	// rewritten image, HEAD its manifest on the mirror. See the README's
+	// rewritten image, HEAD its manifest on the mirror. See docs/mirror-check.md's
 	// "Mirror check (optional)".
 	MirrorCheck bool `envconfig:"MIRROR_CHECK" default:"false"`
 	// MirrorCheckTimeout bounds one registry lookup.
@@ -297,7 +297,7 @@ func (c Config) validateWebhookSecret() []error {
 
 // Webhook timeouts of the shipped configurations (timeoutSeconds): the
 // review budget of the mirror check must fit in the longer one, and the
-// README says to keep it well below the one in use.
+// docs/mirror-check.md says to keep it well below the one in use.
 const maxMirrorReviewBudget = 10 * time.Second
 
 // MaxMirrorLookups bounds MIRROR_CHECK_MAX_LOOKUPS: no Pod needs more

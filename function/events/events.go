@@ -54,7 +54,8 @@ const maxBackoff = 10 * time.Second
 
 // TypePrefix starts every event type: dev.mutator.<resource>.<what>, where
 // resource is the lower-cased kind ("pod", "persistentvolumeclaim") and what
-// is "mutated" (enforce mode) or "audited" (audit mode).
+// is "mutated" (enforce mode), "audited" (audit mode) or "denied" (a
+// refused Pod).
 const TypePrefix = "dev.mutator."
 
 // Options configure New.

@@ -326,8 +326,8 @@ func fzRun(t *testing.T, rules *mutation.Rules, doc []byte, old *corev1.PodSpec,
 	return changes
 }
 
-// fzExpect is the documented result of the rules on spec: README's "Image
-// rewriting" and "Pull secrets, pull policy, storage class", and the UPDATE
+// fzExpect is the documented result of the rules on spec: docs/rules.md's
+// "Images" and "Pull secrets, pull policy, storage class", and the UPDATE
 // rules of PodSpecOnUpdate.
 func fzExpect(t *testing.T, cfg config.Config, rules *mutation.Rules, spec, old *corev1.PodSpec) *corev1.PodSpec {
 	t.Helper()

@@ -19,7 +19,7 @@ import (
 )
 
 const (
-	// helmRelease is the release name the README installs with; it makes
+	// helmRelease is the release name docs/helm.md installs with; it makes
 	// the chart's fullname "mutator", deploy/standalone's names (and
 	// webhookName).
 	helmRelease = "mutator"
@@ -78,7 +78,7 @@ func TestHelmDeployment(t *testing.T) {
 	// The namespace is created first, with the pull secret, and the chart
 	// takes it over (its Pod Security and opt-out labels).
 	e.replaceProcessWebhook(t, helmNamespace, func(ctx context.Context) error {
-		// helm uninstall, as the README says (it deletes the namespace
+		// helm uninstall, as docs/helm.md says (it deletes the namespace
 		// too). Not with Wait: that waits for the namespace to go, and
 		// the release's Secrets with it, so that Helm's purge of them
 		// fails ("release: not found").

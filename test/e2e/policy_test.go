@@ -78,7 +78,7 @@ var longName = "evil.example.com/" + strings.Repeat("a", 250) + ":1"
 const digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 
 // parityPods is the Pod corpus: TestPodMutation, the provenance tests and
-// the normalisation cases of the README's table.
+// the normalisation cases of the table in docs/rules.md.
 func parityPods() []struct {
 	name string
 	spec corev1.PodSpec

@@ -13,9 +13,9 @@ import (
 
 // policyContainerLimit is the fewest containers (named c1, c2, ..., each
 // nginx:1.27) of a Pod that the policies of `mutator policy` refuse for
-// their CEL cost under cfgAll, on this package's kube-apiserver. The README
-// ("No webhook: MutatingAdmissionPolicy") and docs/security.md quote it;
-// change them with it.
+// their CEL cost under cfgAll, on this package's kube-apiserver.
+// docs/policies.md quotes it (and docs/security.md links there); change it
+// with it.
 const policyContainerLimit = 1250
 
 // TestPolicyLargePods measures, with the real API server, the Pod size at
@@ -36,7 +36,7 @@ func TestPolicyLargePods(t *testing.T) {
 		t.Run(tc.image, func(t *testing.T) {
 			hi := measurePolicyLimit(t, m, tc.image, tc.rewritten)
 			if tc.want != 0 && hi != tc.want {
-				t.Errorf("the policies refuse pods from %d containers on; the README and docs/security.md say %d (policyContainerLimit): update them", hi, tc.want)
+				t.Errorf("the policies refuse pods from %d containers on; docs/policies.md says %d (policyContainerLimit): update it", hi, tc.want)
 			}
 		})
 	}

@@ -51,7 +51,7 @@ type apiServer struct {
 // TestAPIServer: the rendered chart is accepted by a real kube-apiserver
 // (server-side dry run: schemas, CEL expressions of the matchConditions and
 // the ValidatingAdmissionPolicy, RBAC), its Pod passes the namespace's Pod
-// Security level, and the README's install, upgrade and uninstall work,
+// Security level, and the install, upgrade and uninstall of docs/helm.md work,
 // keeping the data the mutator's certificates controller writes.
 func TestAPIServer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), apiServerTimeout)
@@ -100,7 +100,7 @@ networkPolicy: {enabled: true, apiServerCIDRs: [192.0.2.10/32]}`, "platform-c", 
 		})
 	}
 
-	// Why the README creates the namespace first: Helm creates the
+	// Why docs/helm.md creates the namespace first: Helm creates the
 	// --create-namespace namespace itself, then fails creating the chart's.
 	t.Run("install --create-namespace is refused", func(t *testing.T) {
 		const ns = "helm-create-namespace"
@@ -267,7 +267,7 @@ func helmConfig(t *testing.T, s *apiServer, namespace string) *action.Configurat
 	return cfg
 }
 
-// installUpgradeUninstall follows the README: create the namespace, `helm
+// installUpgradeUninstall follows docs/helm.md: create the namespace, `helm
 // install --take-ownership` (so the chart adopts it and sets its labels),
 // `helm upgrade` with other values, `helm uninstall`.
 func (s *apiServer) installUpgradeUninstall(t *testing.T, ctx context.Context) {

@@ -22,7 +22,7 @@ import (
 )
 
 const (
-	// releaseName is the name the README installs with; it makes the
+	// releaseName is the name docs/helm.md installs with; it makes the
 	// chart's fullname "mutator", the names deploy/standalone uses.
 	releaseName = "mutator"
 	// defaultNS is deploy/standalone's namespace.

@@ -187,7 +187,7 @@ func TestFunctionPortsAvoidQueueProxy(t *testing.T) {
 		t.Errorf("METRICS_PORT: service.yaml %q, func.yaml %q", svcEnv["METRICS_PORT"], funcEnv["METRICS_PORT"])
 	}
 	if svcEnv["METRICS_PORT"] != defaults["METRICS_PORT"] {
-		t.Errorf("METRICS_PORT: service.yaml %q, config default %q (README and `make run` should show one port)", svcEnv["METRICS_PORT"], defaults["METRICS_PORT"])
+		t.Errorf("METRICS_PORT: service.yaml %q, config default %q (the docs and `make run` should show one port)", svcEnv["METRICS_PORT"], defaults["METRICS_PORT"])
 	}
 }
 

@@ -1,7 +1,7 @@
 // Package policycel evaluates the image expression of `mutator policy` with
 // cel-go, configured like Kubernetes' CEL environment (k8s.io/apiserver
 // pkg/cel/environment), against images.Rewriter, the webhook's own rules:
-// the fuzz corpora, the README's cases and generated strings, under
+// the fuzz corpora, the cases of docs/rules.md and generated strings, under
 // configurations with every kind of target. The e2e parity test checks
 // the same on a real kube-apiserver for a smaller corpus.
 package policycel
@@ -64,7 +64,7 @@ func corpus(t *testing.T) []string {
 	return out
 }
 
-// cases are the README's examples and the edges of the port.
+// cases are the examples of docs/rules.md and the edges of the port.
 var cases = []string{
 	"", "nginx", "nginx:1.27", "bitnami/redis:7", "ghcr.io/org/app:v1", "localhost:5000/x", "Evil/payload:1", "LOCALHOST/x:1",
 	"app@sha256:" + strings.Repeat("a", 64), "registry.example.com/mirror/nginx:1.27", "R.Example.com:443/mirror/nginx:1.27",

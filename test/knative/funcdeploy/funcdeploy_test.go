@@ -48,7 +48,7 @@ var (
 )
 
 // inexpressible are the differences func v0.50.1's deployer leaves however
-// func.yaml is written; the README says how to set each after `func
+// func.yaml is written; docs/knative.md says how to set each after `func
 // deploy`. Any other difference fails the test: change func.yaml (or
 // service.yaml) until they agree.
 var inexpressible = map[string]string{
