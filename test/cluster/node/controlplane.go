@@ -2,11 +2,9 @@ package node
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"path/filepath"
 	"strconv"
-	"time"
 
 	"github.com/mutator-dev/mutator/test/e2e/cluster"
 )
@@ -33,7 +31,7 @@ func (n *Node) startControlPlane(ctx context.Context, kubeAssets string) error {
 	if err != nil {
 		return err
 	}
-	if err := n.waitHealthy(ctx, &http.Client{}, etcdURL+"/health", n.etcd); err != nil {
+	if err := cluster.WaitHealthy(ctx, &http.Client{}, etcdURL+"/health", n.etcd); err != nil {
 		return err
 	}
 
@@ -62,7 +60,7 @@ func (n *Node) startControlPlane(ctx context.Context, kubeAssets string) error {
 	if err != nil {
 		return err
 	}
-	if err := n.waitHealthy(ctx, n.httpClient, n.restConfig.Host+"/readyz", n.etcd, n.apiserver); err != nil {
+	if err := cluster.WaitHealthy(ctx, n.httpClient, n.restConfig.Host+"/readyz", n.etcd, n.apiserver); err != nil {
 		return err
 	}
 
@@ -91,40 +89,5 @@ func (n *Node) startControlPlane(ctx context.Context, kubeAssets string) error {
 		return err
 	}
 	n.scheduler, err = n.start("kube-scheduler", filepath.Join(n.nodeAssets, "kube-scheduler"), nil, common("kube-scheduler")...)
-	return err
-}
-
-// waitHealthy polls url until it answers 200, failing fast with the log of
-// any of procs that exits.
-func (n *Node) waitHealthy(ctx context.Context, client *http.Client, url string, procs ...*process) error {
-	last := "no answer yet"
-	err := cluster.WaitFor(ctx, 100*time.Millisecond, func(ctx context.Context) (bool, error) {
-		for _, p := range procs {
-			if done, err := p.exited(); done {
-				return false, fmt.Errorf("%s exited during start-up (%v); last log lines:\n%s", p.name, err, p.tail(30))
-			}
-		}
-		probe, cancel := context.WithTimeout(ctx, 2*time.Second)
-		defer cancel()
-		req, err := http.NewRequestWithContext(probe, http.MethodGet, url, nil)
-		if err != nil {
-			return false, err
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			last = err.Error()
-			return false, nil
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			last = resp.Status
-			return false, nil
-		}
-		return true, nil
-	})
-	if err != nil && ctx.Err() != nil {
-		p := procs[len(procs)-1]
-		return fmt.Errorf("waiting for %s (last: %s): %w; last %s log lines:\n%s", url, last, err, p.name, p.tail(30))
-	}
 	return err
 }

@@ -69,7 +69,7 @@ func (n *Node) startDNS(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return n.waitHealthy(ctx, &http.Client{}, "http://127.0.0.1:"+strconv.Itoa(dnsReadyPort)+"/ready", n.dns)
+	return cluster.WaitHealthy(ctx, &http.Client{}, "http://127.0.0.1:"+strconv.Itoa(dnsReadyPort)+"/ready", n.dns)
 }
 
 // applyDNSObjects creates what kubeadm's CoreDNS add-on creates, less the

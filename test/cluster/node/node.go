@@ -55,8 +55,8 @@ type Node struct {
 	// readyAfter is the kubelet's start until the node was Ready.
 	readyAfter time.Duration
 
-	etcd, apiserver, controllerManager, scheduler *process
-	containerd, kubelet, kubeProxy, dns           *process
+	etcd, apiserver, controllerManager, scheduler *cluster.Daemon
+	containerd, kubelet, kubeProxy, dns           *cluster.Daemon
 	stopOnce                                      sync.Once
 }
 
@@ -197,8 +197,8 @@ func (n *Node) startContainerd(ctx context.Context, prereq prerequisites, opts O
 		return err
 	}
 	err = cluster.WaitFor(ctx, 100*time.Millisecond, func(ctx context.Context) (bool, error) {
-		if done, err := n.containerd.exited(); done {
-			return false, fmt.Errorf("containerd exited during start-up (%v); last log lines:\n%s", err, n.containerd.tail(30))
+		if done, err := n.containerd.Exited(); done {
+			return false, fmt.Errorf("containerd exited during start-up (%v); last log lines:\n%s", err, n.containerd.Tail(30))
 		}
 		_, err := n.ctr(ctx, "version")
 		return err == nil, nil
@@ -259,9 +259,9 @@ func (n *Node) startKubeProxy() error {
 func (n *Node) waitReady(ctx context.Context) error {
 	last := "not registered yet"
 	err := cluster.WaitFor(ctx, 200*time.Millisecond, func(ctx context.Context) (bool, error) {
-		for _, p := range []*process{n.containerd, n.kubelet, n.apiserver} {
-			if done, err := p.exited(); done {
-				return false, fmt.Errorf("%s exited (%v); last log lines:\n%s", p.name, err, p.tail(30))
+		for _, p := range []*cluster.Daemon{n.containerd, n.kubelet, n.apiserver} {
+			if done, err := p.Exited(); done {
+				return false, fmt.Errorf("%s exited (%v); last log lines:\n%s", p.Name(), err, p.Tail(30))
 			}
 		}
 		node, err := n.client.CoreV1().Nodes().Get(ctx, NodeName, metav1.GetOptions{})
@@ -278,20 +278,20 @@ func (n *Node) waitReady(ctx context.Context) error {
 		return false, nil
 	})
 	if err != nil && ctx.Err() != nil {
-		return fmt.Errorf("waiting for node %s to be Ready (last: %s): %w; kubelet log:\n%s", NodeName, last, err, n.kubelet.tail(30))
+		return fmt.Errorf("waiting for node %s to be Ready (last: %s): %w; kubelet log:\n%s", NodeName, last, err, n.kubelet.Tail(30))
 	}
 	return err
 }
 
 // start starts one component with its log in the node directory.
-func (n *Node) start(name, path string, env []string, args ...string) (*process, error) {
-	return startProcess(name, path, filepath.Join(n.dir, name+".log"), env, args...)
+func (n *Node) start(name, path string, env []string, args ...string) (*cluster.Daemon, error) {
+	return cluster.StartDaemon(name, path, filepath.Join(n.dir, name+".log"), env, args...)
 }
 
 // components lists the started components, node first: the order to stop.
-func (n *Node) components() []*process {
-	var ps []*process
-	for _, p := range []*process{n.kubeProxy, n.kubelet, n.dns, n.scheduler, n.controllerManager, n.containerd, n.apiserver, n.etcd} {
+func (n *Node) components() []*cluster.Daemon {
+	var ps []*cluster.Daemon
+	for _, p := range []*cluster.Daemon{n.kubeProxy, n.kubelet, n.dns, n.scheduler, n.controllerManager, n.containerd, n.apiserver, n.etcd} {
 		if p != nil {
 			ps = append(ps, p)
 		}
@@ -308,7 +308,7 @@ func (n *Node) Stop() {
 	}
 	n.stopOnce.Do(func() {
 		for _, p := range n.components() {
-			if err := p.stop(stopGrace); err != nil {
+			if err := p.Stop(stopGrace); err != nil {
 				n.logf("node: %v", err)
 			}
 		}
@@ -348,7 +348,7 @@ func (n *Node) Kubectl(ctx context.Context, args ...string) (string, error) {
 func (n *Node) LogTail(lines int) string {
 	var b strings.Builder
 	for _, p := range n.components() {
-		fmt.Fprintf(&b, "==> %s (%s) <==\n%s\n", p.name, p.logPath, p.tail(lines))
+		fmt.Fprintf(&b, "==> %s (%s) <==\n%s\n", p.Name(), p.LogPath(), p.Tail(lines))
 	}
 	return b.String()
 }

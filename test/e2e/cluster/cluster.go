@@ -75,7 +75,7 @@ type Cluster struct {
 	httpClient *http.Client
 	client     kubernetes.Interface
 
-	etcd, apiserver *process
+	etcd, apiserver *Daemon
 	stopOnce        sync.Once
 }
 
@@ -154,7 +154,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		"--unsafe-no-fsync",
 		"--quota-backend-bytes=268435456",
 	}, opts.EtcdArgs)
-	c.etcd, err = startProcess("etcd", filepath.Join(assets, etcdBinary), filepath.Join(dir, "etcd.log"), etcdArgs)
+	c.etcd, err = StartDaemon("etcd", filepath.Join(assets, etcdBinary), filepath.Join(dir, "etcd.log"), nil, etcdArgs...)
 	if err != nil {
 		return nil, err
 	}
@@ -162,7 +162,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	// Wait for etcd before starting the apiserver: an apiserver stuck
 	// retrying a dead etcd ignores SIGTERM, and "etcd exited" is the
 	// clearer error anyway.
-	if err := waitHealthy(ctx, &http.Client{}, etcdURL+"/health", c.etcd); err != nil {
+	if err := WaitHealthy(ctx, &http.Client{}, etcdURL+"/health", c.etcd); err != nil {
 		return nil, err
 	}
 
@@ -185,12 +185,12 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		// Keeps the apiserver from writing to /var/run/kubernetes.
 		"--cert-dir=" + filepath.Join(dir, "apiserver-certs"),
 	}, opts.APIServerArgs)
-	c.apiserver, err = startProcess("kube-apiserver", filepath.Join(assets, apiserverBinary), filepath.Join(dir, "kube-apiserver.log"), apiserverArgs)
+	c.apiserver, err = StartDaemon("kube-apiserver", filepath.Join(assets, apiserverBinary), filepath.Join(dir, "kube-apiserver.log"), nil, apiserverArgs...)
 	if err != nil {
 		return nil, err
 	}
 
-	if err := waitHealthy(ctx, c.httpClient, c.url+"/readyz", c.etcd, c.apiserver); err != nil {
+	if err := WaitHealthy(ctx, c.httpClient, c.url+"/readyz", c.etcd, c.apiserver); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -305,12 +305,12 @@ func kubeconfigJSON(server string, caPEM, certPEM, keyPEM []byte) ([]byte, error
 
 // waitHealthy polls url until it answers 200 OK, failing fast with the log
 // tail if one of procs exits; the last failure goes into the timeout error.
-func waitHealthy(ctx context.Context, client *http.Client, url string, procs ...*process) error {
+func WaitHealthy(ctx context.Context, client *http.Client, url string, procs ...*Daemon) error {
 	lastStatus := "no response yet"
 	err := WaitFor(ctx, readyInterval, func(ctx context.Context) (bool, error) {
 		for _, p := range procs {
-			if done, waitErr := p.exited(); done {
-				return false, fmt.Errorf("%s exited during start-up (%v); last log lines:\n%s", p.name, waitErr, p.tail(logTailLines))
+			if done, waitErr := p.Exited(); done {
+				return false, fmt.Errorf("%s exited during start-up (%v); last log lines:\n%s", p.Name(), waitErr, p.Tail(logTailLines))
 			}
 		}
 		// A per-probe timeout, so one hung connection cannot eat the deadline.
@@ -330,7 +330,7 @@ func waitHealthy(ctx context.Context, client *http.Client, url string, procs ...
 	if err != nil && ctx.Err() != nil {
 		last := procs[len(procs)-1]
 		return fmt.Errorf("waiting for %s (last: %s): %w; last %s log lines:\n%s",
-			url, lastStatus, err, last.name, last.tail(logTailLines))
+			url, lastStatus, err, last.Name(), last.Tail(logTailLines))
 	}
 	return err
 }
@@ -361,11 +361,11 @@ func (c *Cluster) Stop() {
 		return
 	}
 	c.stopOnce.Do(func() {
-		for _, p := range []*process{c.apiserver, c.etcd} {
+		for _, p := range []*Daemon{c.apiserver, c.etcd} {
 			if p == nil {
 				continue
 			}
-			if err := p.stop(stopGrace); err != nil {
+			if err := p.Stop(stopGrace); err != nil {
 				c.logf("cluster: %v", err)
 			}
 		}
@@ -433,9 +433,9 @@ func (c *Cluster) Metrics(ctx context.Context) (string, error) {
 // a test fails. The log files are removed by Stop unless Options.KeepDir.
 func (c *Cluster) Processes() []Process {
 	var ps []Process
-	for _, p := range []*process{c.apiserver, c.etcd} {
+	for _, p := range []*Daemon{c.apiserver, c.etcd} {
 		if p != nil {
-			ps = append(ps, Process{Name: p.name, PID: p.pid(), LogPath: p.logPath})
+			ps = append(ps, Process{Name: p.Name(), PID: p.PID(), LogPath: p.LogPath()})
 		}
 	}
 	return ps
@@ -445,9 +445,9 @@ func (c *Cluster) Processes() []Process {
 // failing test to print before Stop removes the logs.
 func (c *Cluster) LogTail(n int) string {
 	var b strings.Builder
-	for _, p := range []*process{c.apiserver, c.etcd} {
+	for _, p := range []*Daemon{c.apiserver, c.etcd} {
 		if p != nil {
-			fmt.Fprintf(&b, "==> %s (%s) <==\n%s\n", p.name, p.logPath, p.tail(n))
+			fmt.Fprintf(&b, "==> %s (%s) <==\n%s\n", p.Name(), p.LogPath(), p.Tail(n))
 		}
 	}
 	return b.String()
