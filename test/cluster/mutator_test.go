@@ -1,19 +1,15 @@
 package cluster
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -39,9 +35,7 @@ const (
 
 // mutatorProcess is the mutator binary running in the test's namespaces.
 type mutatorProcess struct {
-	cmd     *exec.Cmd
-	logPath string
-	done    chan struct{}
+	*cluster.Daemon
 }
 
 // startMutator runs bin with the configuration under test and waits for
@@ -58,16 +52,9 @@ func startMutator(ctx context.Context, bin, dir string, ca *cluster.CA) (*mutato
 	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
 		return nil, err
 	}
-	m := &mutatorProcess{logPath: filepath.Join(dir, "mutator.log"), done: make(chan struct{})}
-	logFile, err := os.Create(m.logPath)
-	if err != nil {
-		return nil, fmt.Errorf("creating the mutator log: %w", err)
-	}
-	defer logFile.Close()
-	m.cmd = exec.Command(bin, "serve")
 	// A clean environment: nothing from the developer's shell changes
 	// what is tested.
-	m.cmd.Env = []string{
+	env := []string{
 		"PATH=" + os.Getenv("PATH"),
 		"PORT=" + strconv.Itoa(mutatorPort),
 		"METRICS_PORT=9095",
@@ -78,15 +65,11 @@ func startMutator(ctx context.Context, bin, dir string, ca *cluster.CA) (*mutato
 		"FORCE_IMAGE_PULL_POLICY=true",
 		"IMAGE_PULL_POLICY_TO_FORCE=Always",
 	}
-	m.cmd.Stdout, m.cmd.Stderr = logFile, logFile
-	m.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := m.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting the mutator: %w", err)
+	d, err := cluster.StartDaemon("mutator", bin, filepath.Join(dir, "mutator.log"), env, "serve")
+	if err != nil {
+		return nil, err
 	}
-	go func() {
-		_ = m.cmd.Wait()
-		close(m.done)
-	}()
+	m := &mutatorProcess{d}
 	if err := m.waitReady(ctx, ca); err != nil {
 		_ = m.stop()
 		return nil, err
@@ -103,27 +86,10 @@ func (m *mutatorProcess) url() string {
 func (m *mutatorProcess) waitReady(ctx context.Context, ca *cluster.CA) error {
 	client := &http.Client{
 		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12}},
-		Timeout:   2 * time.Second,
 	}
 	defer client.CloseIdleConnections()
 	url := "https://" + net.JoinHostPort(node.NodeIP, strconv.Itoa(mutatorPort)) + "/health/readiness"
-	err := cluster.WaitFor(ctx, 50*time.Millisecond, func(ctx context.Context) (bool, error) {
-		select {
-		case <-m.done:
-			return false, fmt.Errorf("the mutator exited during start-up; log:\n%s", m.tail(30))
-		default:
-		}
-		resp, err := client.Get(url)
-		if err != nil {
-			return false, nil
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, nil
-	})
-	if err != nil {
-		return fmt.Errorf("waiting for the mutator: %w; log:\n%s", err, m.tail(30))
-	}
-	return nil
+	return cluster.WaitHealthy(ctx, client, url, m.Daemon)
 }
 
 // stop sends SIGTERM and waits up to 10 s, then kills; nil-safe.
@@ -131,17 +97,7 @@ func (m *mutatorProcess) stop() error {
 	if m == nil {
 		return nil
 	}
-	if err := m.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("stopping the mutator: %w", err)
-	}
-	select {
-	case <-m.done:
-		return nil
-	case <-time.After(10 * time.Second):
-		_ = m.cmd.Process.Kill()
-		<-m.done
-		return errors.New("the mutator ignored SIGTERM for 10s and was killed")
-	}
+	return m.Stop(10 * time.Second)
 }
 
 // tail returns about the last n lines of the mutator's log.
@@ -149,15 +105,7 @@ func (m *mutatorProcess) tail(n int) string {
 	if m == nil {
 		return ""
 	}
-	data, err := os.ReadFile(m.logPath)
-	if err != nil {
-		return fmt.Sprintf("(reading %s: %v)", m.logPath, err)
-	}
-	lines := bytes.Split(bytes.TrimRight(data, "\n"), []byte("\n"))
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return "==> mutator <==\n" + string(bytes.Join(lines, []byte("\n")))
+	return "==> mutator <==\n" + m.Tail(n)
 }
 
 // registerWebhook applies the shipped MutatingWebhookConfiguration (rules,

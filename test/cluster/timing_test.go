@@ -130,7 +130,7 @@ func TestFigures(t *testing.T) {
 	}
 	t.Logf("figure: added latency per create (p50 with minus p50 without): %s",
 		percentile(createCall[1], 50)-percentile(createCall[0], 50))
-	if rss, err := residentMemory(e.mutator.cmd.Process.Pid); err != nil {
+	if rss, err := residentMemory(e.mutator.PID()); err != nil {
 		t.Logf("mutator memory: %v", err)
 	} else {
 		t.Logf("figure: mutator resident memory after %d reviews or more: %s", 2*figurePods, rss)
