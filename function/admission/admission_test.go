@@ -3,6 +3,7 @@ package admission_test
 import (
 	"context"
 	"encoding/json"
+	"k8s.io/utils/ptr"
 	"strconv"
 	"strings"
 	"sync"
@@ -156,13 +157,13 @@ func TestAdmit(t *testing.T) {
 		req: func(t *testing.T) *admissionv1.AdmissionRequest {
 			return &admissionv1.AdmissionRequest{UID: "1", Kind: pvcGVK, Operation: admissionv1.Create, Namespace: "team", Object: raw(t, classless)}
 		},
-		wantResult: admission.Patched, wantPatch: true, wantClass: ptr("standard"),
+		wantResult: admission.Patched, wantPatch: true, wantClass: ptr.To("standard"),
 	}, {
 		name: "pvc with explicitly no class", cfg: base,
 		req: func(t *testing.T) *admissionv1.AdmissionRequest {
 			return &admissionv1.AdmissionRequest{UID: "1", Kind: pvcGVK, Operation: admissionv1.Create, Namespace: "team", Object: raw(t, explicitNone)}
 		},
-		wantResult: admission.Unchanged, wantClass: ptr(""),
+		wantResult: admission.Unchanged, wantClass: ptr.To(""),
 	}, {
 		name: "other kinds are skipped with a warning", cfg: base,
 		req: func(t *testing.T) *admissionv1.AdmissionRequest {
@@ -253,8 +254,6 @@ func TestAdmitNilRequest(t *testing.T) {
 		t.Fatalf("nil request answered %+v", resp)
 	}
 }
-
-func ptr[T any](v T) *T { return &v }
 
 // TestAdmitRefused: a Pod that would pull an image no allowed registry can
 // serve is denied in enforce mode, with a message naming the container or

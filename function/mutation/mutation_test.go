@@ -3,6 +3,7 @@ package mutation_test
 import (
 	"bytes"
 	"encoding/json"
+	"k8s.io/utils/ptr"
 	"reflect"
 	"strings"
 	"testing"
@@ -586,14 +587,14 @@ func TestPVCOnCreate(t *testing.T) {
 		spec      string
 		wantClass *string
 	}{
-		{"absent gets the default", "fast", `{"name":"c"}`, `{"accessModes":["ReadWriteOnce"]}`, ptr("fast")},
-		{"empty string stays", "fast", `{"name":"c"}`, `{"storageClassName":""}`, ptr("")},
-		{"other class stays", "fast", `{"name":"c"}`, `{"storageClassName":"slow"}`, ptr("slow")},
-		{"null is absent", "fast", `{"name":"c"}`, `{"storageClassName":null}`, ptr("fast")},
+		{"absent gets the default", "fast", `{"name":"c"}`, `{"accessModes":["ReadWriteOnce"]}`, ptr.To("fast")},
+		{"empty string stays", "fast", `{"name":"c"}`, `{"storageClassName":""}`, ptr.To("")},
+		{"other class stays", "fast", `{"name":"c"}`, `{"storageClassName":"slow"}`, ptr.To("slow")},
+		{"null is absent", "fast", `{"name":"c"}`, `{"storageClassName":null}`, ptr.To("fast")},
 		{"no default configured", "", `{"name":"c"}`, `{}`, nil},
 		{"beta annotation is a class", "fast", `{"name":"c","annotations":{"volume.beta.kubernetes.io/storage-class":"slow"}}`, `{}`, nil},
 		{"beta annotation naming no class is a class", "fast", `{"name":"c","annotations":{"volume.beta.kubernetes.io/storage-class":""}}`, `{}`, nil},
-		{"other annotations do not count", "fast", `{"name":"c","annotations":{"volume.kubernetes.io/storage-provisioner":"x"}}`, `{}`, ptr("fast")},
+		{"other annotations do not count", "fast", `{"name":"c","annotations":{"volume.kubernetes.io/storage-provisioner":"x"}}`, `{}`, ptr.To("fast")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -623,8 +624,6 @@ func TestPVCOnCreate(t *testing.T) {
 		})
 	}
 }
-
-func ptr(s string) *string { return &s }
 
 func TestPatchEmpty(t *testing.T) {
 	for name, changes := range map[string][]mutation.Change{"nil": nil, "empty": {}} {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"k8s.io/utils/ptr"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -161,14 +162,14 @@ func TestBadInput(t *testing.T) {
 		{name: "non-UTF-8", body: "{\"request\":{\"uid\":\"\xff\xfe\"}}", wantStatus: 200},
 		{name: "deeply nested", body: `{"request":{"object":` + strings.Repeat("[", 20000) + strings.Repeat("]", 20000) + `}}`, wantStatus: 400},
 		{name: "number where string belongs", body: `{"request":{"uid":5}}`, wantStatus: 400},
-		{name: "object of wrong type inside", body: `{"request":{"uid":"u","kind":{"version":"v1","kind":"Pod"},"operation":"CREATE","object":{"spec":{"containers":5}}}}`, wantStatus: 200, wantAllowed: ptr(false), wantText: "decoding Pod"},
-		{name: "missing object", body: `{"request":{"uid":"u","kind":{"version":"v1","kind":"Pod"},"operation":"CREATE"}}`, wantStatus: 200, wantAllowed: ptr(false), wantText: "no Pod object"},
-		{name: "wrong kind", body: `{"request":{"uid":"u","kind":{"group":"apps","version":"v1","kind":"Deployment"},"operation":"CREATE","object":{}}}`, wantStatus: 200, wantAllowed: ptr(true), wantText: "not handled"},
-		{name: "unknown fields", body: `{"zzz":1,"request":{"uid":"u","extra":{"a":[1]},"kind":{"version":"v1","kind":"Pod"},"operation":"CREATE","object":{"spec":{"foo":1,"containers":[{"name":"a","image":"nginx"}]}}}}`, wantStatus: 200, wantAllowed: ptr(true)},
-		{name: "v1beta1 review", body: strings.Replace(pod, "admission.k8s.io/v1", "admission.k8s.io/v1beta1", 1), wantStatus: 200, wantAllowed: ptr(true), wantText: "admission.k8s.io/v1beta1"},
-		{name: "missing uid", body: strings.Replace(pod, `"uid":"7f3b2a10-4c5d-4e6f-8a9b-0c1d2e3f4a5b"`, `"uid":""`, 1), wantStatus: 200, wantAllowed: ptr(true)},
-		{name: "10000 containers", body: manyContainers(10000), wantStatus: 200, wantAllowed: ptr(true)},
-		{name: "multi-megabyte labels past knative's limit", body: `{"request":{"uid":"u","object":{"metadata":{"labels":{"a":"` + strings.Repeat("x", 4<<20) + `"}}}}}`, wantStatus: 200, wantAllowed: ptr(true), wantText: "not handled"},
+		{name: "object of wrong type inside", body: `{"request":{"uid":"u","kind":{"version":"v1","kind":"Pod"},"operation":"CREATE","object":{"spec":{"containers":5}}}}`, wantStatus: 200, wantAllowed: ptr.To(false), wantText: "decoding Pod"},
+		{name: "missing object", body: `{"request":{"uid":"u","kind":{"version":"v1","kind":"Pod"},"operation":"CREATE"}}`, wantStatus: 200, wantAllowed: ptr.To(false), wantText: "no Pod object"},
+		{name: "wrong kind", body: `{"request":{"uid":"u","kind":{"group":"apps","version":"v1","kind":"Deployment"},"operation":"CREATE","object":{}}}`, wantStatus: 200, wantAllowed: ptr.To(true), wantText: "not handled"},
+		{name: "unknown fields", body: `{"zzz":1,"request":{"uid":"u","extra":{"a":[1]},"kind":{"version":"v1","kind":"Pod"},"operation":"CREATE","object":{"spec":{"foo":1,"containers":[{"name":"a","image":"nginx"}]}}}}`, wantStatus: 200, wantAllowed: ptr.To(true)},
+		{name: "v1beta1 review", body: strings.Replace(pod, "admission.k8s.io/v1", "admission.k8s.io/v1beta1", 1), wantStatus: 200, wantAllowed: ptr.To(true), wantText: "admission.k8s.io/v1beta1"},
+		{name: "missing uid", body: strings.Replace(pod, `"uid":"7f3b2a10-4c5d-4e6f-8a9b-0c1d2e3f4a5b"`, `"uid":""`, 1), wantStatus: 200, wantAllowed: ptr.To(true)},
+		{name: "10000 containers", body: manyContainers(10000), wantStatus: 200, wantAllowed: ptr.To(true)},
+		{name: "multi-megabyte labels past knative's limit", body: `{"request":{"uid":"u","object":{"metadata":{"labels":{"a":"` + strings.Repeat("x", 4<<20) + `"}}}}}`, wantStatus: 200, wantAllowed: ptr.To(true), wantText: "not handled"},
 		{name: "over the largest review", body: `{"request":{"object":{"metadata":{"labels":{"a":"` + strings.Repeat("x", webhook.MaxReviewBytes) + `"}}}}}`, wantStatus: 413},
 		{name: "wrong content type", body: pod, contentType: "text/plain", wantStatus: 415},
 		{name: "GET", body: "", method: http.MethodGet, wantStatus: 405},
@@ -263,5 +264,3 @@ func TestMemoryBounded(t *testing.T) {
 		t.Errorf("heap grew from %d to %d bytes over 50 large reviews", before, after)
 	}
 }
-
-func ptr[T any](v T) *T { return &v }

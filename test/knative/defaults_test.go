@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	"k8s.io/utils/ptr"
 	"knative.dev/serving/pkg/apis/autoscaling"
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
 )
@@ -79,7 +80,7 @@ func TestProductionDefaultsBrokenCopiesFail(t *testing.T) {
 		mutate: func(s *servingv1.Service) {
 			s.Spec.Template.Annotations[autoscaling.MinScaleAnnotationKey] = "0"
 			delete(s.Spec.Template.Annotations, autoscaling.TargetBurstCapacityKey)
-			s.Spec.Template.Spec.TimeoutSeconds = ptr(int64(30))
+			s.Spec.Template.Spec.TimeoutSeconds = ptr.To(int64(30))
 		},
 		problems: 3,
 	}, {
@@ -90,7 +91,7 @@ func TestProductionDefaultsBrokenCopiesFail(t *testing.T) {
 		problems: 1,
 	}, {
 		name: "revision timeout longer than the webhook's", policy: admissionregistrationv1.Fail, timeout: 10,
-		mutate:   func(s *servingv1.Service) { s.Spec.Template.Spec.TimeoutSeconds = ptr(int64(300)) },
+		mutate:   func(s *servingv1.Service) { s.Spec.Template.Spec.TimeoutSeconds = ptr.To(int64(300)) },
 		problems: 1,
 	}, {
 		name: "scale-to-zero opt-in with Ignore", policy: admissionregistrationv1.Ignore, timeout: 10,

@@ -3,6 +3,7 @@ package knative
 import (
 	"context"
 	"fmt"
+	"k8s.io/utils/ptr"
 	"strconv"
 	"strings"
 	"testing"
@@ -193,7 +194,7 @@ func TestServiceBrokenCopiesFail(t *testing.T) {
 		wantPath string // substring of the rejected field's path
 	}{{
 		name:     "negative containerConcurrency",
-		mutate:   func(s *servingv1.Service) { s.Spec.Template.Spec.ContainerConcurrency = ptr(int64(-1)) },
+		mutate:   func(s *servingv1.Service) { s.Spec.Template.Spec.ContainerConcurrency = ptr.To(int64(-1)) },
 		wantPath: "containerConcurrency",
 	}, {
 		name: "non-numeric min-scale",
@@ -229,7 +230,7 @@ func TestServiceBrokenCopiesFail(t *testing.T) {
 	}, {
 		name: "timeout above Knative's max-revision-timeout-seconds",
 		mutate: func(s *servingv1.Service) {
-			s.Spec.Template.Spec.TimeoutSeconds = ptr(int64(3600))
+			s.Spec.Template.Spec.TimeoutSeconds = ptr.To(int64(3600))
 		},
 		wantPath: "timeoutSeconds",
 	}, {
@@ -266,5 +267,3 @@ func TestServiceBrokenCopiesFail(t *testing.T) {
 		}
 	})
 }
-
-func ptr[T any](v T) *T { return &v }

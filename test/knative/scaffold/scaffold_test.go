@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"k8s.io/utils/ptr"
 	"net"
 	"net/http"
 	"os"
@@ -440,7 +441,7 @@ func (p *process) admit(t *testing.T, pod []byte) []byte {
 			Namespace: "default",
 			Operation: admissionv1.Create,
 			Object:    runtime.RawExtension{Raw: pod},
-			DryRun:    ptr(false),
+			DryRun:    ptr.To(false),
 		},
 	}
 	body, err := json.Marshal(review)
@@ -549,5 +550,3 @@ func freePort(t *testing.T) int {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
 }
-
-func ptr[T any](v T) *T { return &v }
