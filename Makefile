@@ -66,8 +66,10 @@ test-cluster: test-bin ## a real node (kubelet, containerd, runc) in namespaces 
 	@if [ "$$(id -u)" != 0 ]; then \
 	  echo "test-cluster: skipped: needs root (it creates network, mount and PID namespaces and runs a kubelet)"; \
 	else \
+	  knative_assets="$${KNATIVE_ASSETS:-$(CURDIR)/.cache/knative/cluster}" && \
 	  bash test/tools/node-bin.sh "$(NODE_ASSETS)" && \
-	  cd test/cluster && NODE_ASSETS="$(NODE_ASSETS)" $(GO) test -count=1 -v -timeout 20m ./...; \
+	  bash test/tools/knative-bin.sh "$$knative_assets" && \
+	  cd test/cluster && NODE_ASSETS="$(NODE_ASSETS)" KNATIVE_ASSETS="$$knative_assets" $(GO) test -count=1 -v -timeout 20m ./...; \
 	fi
 
 test-bin: ## build kube-apiserver, kubectl and etcd into KUBE_ASSETS if missing

@@ -18,12 +18,17 @@
 // the mutator deployed with deploy/standalone (two replicas behind their
 // Service) loses no create to a rolling restart or a killed replica; that
 // the Helm chart, installed with Helm's SDK, gets two replicas Ready that
-// the API server reaches through their Service; and
+// the API server reaches through their Service; that on Knative Serving,
+// installed by the first test that needs it (package knative, traefik as
+// its networking layer), a Knative Service becomes Ready, answers through
+// traefik and scales to zero and back through the activator; and
 // they log figures (node Ready time, Pod create to Running with and
-// without the webhook, the webhook's latency and memory).
+// without the webhook, the webhook's latency and memory, Knative's install
+// and cold-start times).
 //
 // Run with `make test-cluster` (as root; otherwise every test skips, saying
-// why), or, with the binaries in place,
+// why), or, with the binaries in place (test/tools/node-bin.sh and
+// test/tools/knative-bin.sh fill NODE_ASSETS and KNATIVE_ASSETS),
 //
 //	cd test/cluster && go test -count=1 -v -timeout 20m ./...
 package cluster

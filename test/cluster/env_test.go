@@ -52,6 +52,8 @@ type env struct {
 	// nonce makes this run's image layers unique, and is what the image
 	// volume's file says.
 	nonce string
+	// knative is Knative Serving, installed by the first test that needs it.
+	knative knativeSetup
 }
 
 // setupEnv starts the registries, fills them, brings the node up and
@@ -117,6 +119,7 @@ func (e *env) close() {
 	if e == nil {
 		return
 	}
+	e.knative.stop()
 	if err := e.mutator.stop(); err != nil {
 		logger.Printf("%v", err)
 	}

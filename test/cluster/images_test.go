@@ -22,7 +22,7 @@ const sandboxRef = "sandbox.test/pause:1"
 // appImages each hold the app binary plus a file naming the image and the
 // run: one unique layer each, so a pull that succeeds had to fetch it. A
 // test that counts pulls has an image no other test pulls.
-var appImages = []string{"app", "locked", "restart", "dns", timedImage}
+var appImages = []string{"app", "locked", "restart", "dns", knativeImage, timedImage}
 
 // dataImage is the image volume's image: one file, no program.
 const dataImage = "data"

@@ -2,7 +2,10 @@
 // -print (e.g. one from an image volume, so `kubectl logs` shows it was
 // readable) and the addresses of the names given by -lookup (resolved
 // through the Pod's DNS), then runs until SIGTERM, or until -exit-after has
-// passed so that the kubelet restarts it.
+// passed so that the kubelet restarts it. With $PORT set (as Knative Serving
+// sets it), it also answers every HTTP request on that port with its
+// image's /etc/image (image name and run nonce), so a caller can tell which
+// image answered.
 package main
 
 import (
@@ -10,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -50,6 +54,10 @@ func main() {
 		fmt.Printf("app: lookup %s: %s\n", name, strings.Join(addrs, " "))
 	}
 
+	if port := os.Getenv("PORT"); port != "" {
+		go serve(port)
+	}
+
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	var timeout <-chan time.Time
@@ -61,4 +69,24 @@ func main() {
 	case <-timeout:
 		fmt.Println("app: exiting as asked")
 	}
+}
+
+// serve answers every request with /etc/image; it exits the program if it
+// cannot listen, so that a broken Pod shows as a crash, not as a timeout.
+func serve(port string) {
+	srv := &http.Server{
+		Addr:              ":" + port,
+		ReadHeaderTimeout: 10 * time.Second,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			data, err := os.ReadFile("/etc/image")
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			_, _ = w.Write(data)
+		}),
+	}
+	err := srv.ListenAndServe()
+	fmt.Fprintf(os.Stderr, "app: serving on port %s: %v\n", port, err)
+	os.Exit(1)
 }
