@@ -110,8 +110,8 @@ func TestFuncYAMLLoadsWithFunc(t *testing.T) {
 	if s == nil {
 		t.Fatalf("deploy.options.scale is not set")
 	}
-	if s.Min == nil || *s.Min != 1 || s.Max == nil || *s.Max != 10 {
-		t.Errorf("deploy.options.scale min/max = %v/%v, want 1/10 (one warm Pod, bounded burst)", deref(s.Min), deref(s.Max))
+	if s.Min == nil || *s.Min != 0 || s.Max == nil || *s.Max != 10 {
+		t.Errorf("deploy.options.scale min/max = %v/%v, want 0/10 (scale to zero, bounded burst)", deref(s.Min), deref(s.Max))
 	}
 }
 

@@ -102,10 +102,10 @@ func TestServiceSettings(t *testing.T) {
 	}
 
 	ann := svc.Spec.Template.Annotations
-	// webhook.yaml fails closed: a cold start must never be in the
-	// admission path, and the activator not in the warm path.
-	if got := ann[autoscaling.MinScaleAnnotationKey]; got != "1" {
-		t.Errorf("%s = %q, want \"1\" (one warm Pod for failurePolicy: Fail)", autoscaling.MinScaleAnnotationKey, got)
+	// Scale to zero (guard.yaml keeps provenance meanwhile), and the
+	// activator out of the warm path.
+	if got := ann[autoscaling.MinScaleAnnotationKey]; got != "0" {
+		t.Errorf("%s = %q, want \"0\" (scale to zero)", autoscaling.MinScaleAnnotationKey, got)
 	}
 	if got := ann[autoscaling.TargetBurstCapacityKey]; got != "0" {
 		t.Errorf("%s = %q, want \"0\" (activator off the warm path)", autoscaling.TargetBurstCapacityKey, got)
