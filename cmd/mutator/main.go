@@ -35,7 +35,8 @@ const usage = `usage:
   mutator krm              run as a KRM function (kustomize, kpt): a ResourceList on
                            stdin, mutated on stdout
   mutator policy           print MutatingAdmissionPolicy objects that apply the same
-                           rules without a webhook (kubectl apply -f -)
+                           rules without a webhook (kubectl apply -f -); with
+                           --guard, the image guard that goes with the webhook
   mutator namespace-policy print the ValidatingAdmissionPolicy that lets only
                            administrators exempt a namespace (kubectl apply -f -)
   mutator version          print the version (also --version)

@@ -7,11 +7,13 @@ import (
 	"io"
 	"strings"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+
 	"github.com/mutator-dev/mutator/function/config"
 	"github.com/mutator-dev/mutator/function/policy"
 )
 
-const policyUsage = `usage: mutator policy
+const policyUsage = `usage: mutator policy [flags]
 
 Prints, for the configuration in env, the MutatingAdmissionPolicy objects (and a
 ValidatingAdmissionPolicy for refused images) that make the API server apply the
@@ -20,16 +22,42 @@ A configuration the policies cannot reproduce exactly (MODE=audit, WARNINGS,
 K_SINK, MIRROR_CHECK) prints nothing: the reasons go to standard error and the
 exit status is 1. Apply the namespace guard too ("mutator namespace-policy"
 with the same environment). See docs/policies.md.
+
+With --guard, prints instead the image guard for the webhook: the validating
+part alone, from the same configuration and code, scoped like the webhook, so
+that the API server refuses a Pod that would pull from a registry the
+configuration does not allow while the webhook is cold, down or unreachable
+(deploy/knative/guard.yaml for the shipped Knative configuration).
+
+Flags:
 `
 
 // policyCmd is `mutator policy`.
 func policyCmd(args []string, stdout, stderr io.Writer) int {
-	if helpRequested(args) {
-		fmt.Fprint(stdout, policyUsage)
-		return 0
+	fs := flag.NewFlagSet("policy", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	guard := fs.Bool("guard", false, "print the image guard for the webhook instead of the policies that replace it")
+	reinvocation := fs.String("reinvocation", string(admissionregistrationv1.NeverReinvocationPolicy),
+		"reinvocationPolicy of the Pod policy: Never (an image a later mutating webhook adds is refused) or IfNeeded (it is rewritten)")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), policyUsage)
+		fs.PrintDefaults()
 	}
-	if len(args) > 0 {
-		fmt.Fprintf(stderr, "mutator policy: unexpected arguments %q\n%s", args, policyUsage)
+	if helpRequested(args) {
+		fs.SetOutput(stdout)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "mutator policy: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	if *guard && *reinvocation != string(admissionregistrationv1.NeverReinvocationPolicy) {
+		fmt.Fprintln(stderr, "mutator policy: --reinvocation is a setting of the Pod policy, which --guard does not print")
 		return 2
 	}
 	cfg, err := config.Load()
@@ -39,7 +67,12 @@ func policyCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	// A refusal (*policy.RefusedError) prints no YAML at all, so that
 	// "mutator policy | kubectl apply -f -" cannot apply a partial set.
-	set, err := policy.Generate(cfg)
+	var set *policy.Set
+	if *guard {
+		set, err = policy.Guard(cfg)
+	} else {
+		set, err = policy.Generate(cfg, policy.Options{Reinvocation: admissionregistrationv1.ReinvocationPolicyType(*reinvocation)})
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "mutator policy:", err)
 		return 1

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -52,13 +53,16 @@ func litList(items []string) string {
 	return "[" + strings.Join(q, ", ") + "]"
 }
 
-// The grammar of github.com/distribution/reference in pieces small enough
-// for the API server: CEL compiles the pattern of every matches() call on
-// each evaluation (its cost tracking keeps cel-go from precompiling
-// constant patterns), and RE2 compiles a counted repetition such as
-// {0,127} or {64} by unrolling it, so the library's ReferenceRegexp costs
-// 0.3 ms to compile while these cost 0.1 ms together. The unit tests
-// check that they reassemble into reference.ReferenceRegexp.
+// The grammar of github.com/distribution/reference in pieces: RE2
+// compiles a counted repetition such as {0,127} or {64} by unrolling it,
+// so the library's ReferenceRegexp is slow to compile and to run, while
+// these pieces, with the bounds checked by length, are not. cel-go compiles
+// a constant pattern once, when the API server builds the program
+// (interpreter.CompileRegexConstants, which the API server's
+// cel.OptOptimize turns on alongside cost tracking; test/policycel
+// measures it in the API server's own environment), so what each
+// evaluation pays is the match. The unit tests check that the pieces
+// reassemble into reference.ReferenceRegexp.
 var (
 	// domainPattern is DomainRegexp (host with optional port), anchored:
 	// a name's first component is its domain when it matches.
@@ -164,7 +168,8 @@ func allowedExpr(allowed, n string) string {
 }
 
 // Constant names: the configuration's literals, which the policies bind
-// once as variables, since CEL builds a literal anew at every evaluation.
+// once as variables so that the expressions name them (the API server's
+// cel.OptOptimize builds a constant literal once per program anyway).
 const (
 	constAllowed = "allowedPrefixes"
 	constTargets = "targets"
@@ -284,6 +289,168 @@ func (r rules) rewriteExpr(x string, ref func(name string) string) string {
 				let("ts", ts, "ts[0] == '' ? ["+x+"] : "+check))
 }
 
+// literalPrefixes returns, for the allowed prefixes whose spelling a
+// string can start with and still be read under them, that spelling and
+// a '/': the strings of the cheap path (cheapExpr). A prefix qualifies
+// when its first component is a registry host as the parser reads it (a
+// '.', a ':' or "localhost", and the domain grammar) written in its
+// canonical form (lower case, no :443, not index.docker.io), so that a
+// reference spelled under it has that host as its domain and a path
+// under the prefix's path. Prefixes are canonical, so a Docker Hub
+// namespace qualifies in its canonical spelling (IGNORED_REGISTRIES=myorg
+// allows "docker.io/myorg/..." on the cheap path; "myorg/x" itself is left
+// to the parser), and a host the parser does not take for one ("a_b.com")
+// does not qualify.
+func (r rules) literalPrefixes() []string {
+	domain := regexp.MustCompile(domainPattern)
+	var out []string
+	for _, p := range r.allowed {
+		host, _, _ := strings.Cut(p, "/")
+		if !strings.ContainsAny(host, ".:") && host != "localhost" || !domain.MatchString(host) ||
+			host != images.CanonicalDomain(host) || host == "index.docker.io" {
+			continue
+		}
+		// The parser must read a name under it as under it; checked, not
+		// assumed, for any prefix images.CanonicalPrefix ever returns.
+		named, err := reference.ParseNormalizedNamed(p + "/x/y")
+		if err != nil || images.CanonicalDomain(reference.Domain(named))+"/"+reference.Path(named) != p+"/x/y" {
+			continue
+		}
+		out = append(out, p+"/")
+	}
+	// A prefix under another one adds nothing ("registry.example.com/"
+	// covers "registry.example.com/mirror/").
+	slices.Sort(out)
+	var kept []string
+	for _, p := range out {
+		if len(kept) == 0 || !strings.HasPrefix(p, kept[len(kept)-1]) {
+			kept = append(kept, p)
+		}
+	}
+	return kept
+}
+
+// cheapExpr is a sound under-approximation of "the webhook leaves the
+// string expression x as it is", decided without the parser: x is
+// spelled literally under an allowed prefix (literalPrefixes) and no
+// longer than any pullable reference. If such an x parses, its domain is
+// the prefix's host, already canonical, and its path continues the
+// prefix's path after a '/' (a tag's ':' and a digest's '@' come after
+// that '/'), so images.Rewriter.Allowed holds and the webhook keeps it; if
+// it does not parse, the webhook keeps it too. test/policycel checks the
+// implication on the fuzz corpora and generated strings under each
+// prefix. "false" when no allowed prefix qualifies.
+func cheapExpr(prefixes []string, x string) string {
+	if len(prefixes) == 0 {
+		return "false"
+	}
+	alts := make([]string, len(prefixes))
+	for i, p := range prefixes {
+		alts[i] = x + ".startsWith(" + lit(p) + ")"
+	}
+	return "(size(bytes(" + x + ")) <= " + strconv.Itoa(images.MaxReferenceLength) + " && (" + strings.Join(alts, " || ") + "))"
+}
+
+// The fast path's grammar: the reference grammar's common shapes, lower
+// case, no port, and a sha256 digest if any.
+const (
+	// hubComponent is a path component without a '.', which
+	// splitDockerDomain never takes for a registry host.
+	hubComponent = `[a-z0-9]+(?:(?:_|__|[-]+)[a-z0-9]+)*`
+	// fastHost is a registry host with a '.' and no port: DNS labels of
+	// lower-case letters, digits and inner hyphens, as the domain grammar
+	// has them.
+	fastHost = `[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)+`
+	// fastTail is the rest of a name, a tag and a digest.
+	fastTail = `(?:/` + pathComponent + `)*(?::\w[\w.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$`
+	// hubPattern: a Docker Hub name (first component no host), with
+	// tag and digest.
+	hubPattern = `^` + hubComponent + fastTail
+	// hostPattern: a name on a registry host, with tag and digest.
+	hostPattern = `^` + fastHost + `/` + pathComponent + fastTail
+)
+
+// fastExpr is the fast path: for the string expression x, an
+// expression of [x's rewrite] where it applies, and of [] where it does
+// not (then the full port decides). It applies to references the webhook
+// certainly rewrites, and whose rewrite is simple to write, so that the
+// common image costs a regular expression match and a concatenation
+// instead of the parser:
+//
+//   - a Docker Hub name (hubPattern: the first component has no '.' or
+//     ':' and is not "localhost" followed by a '/', so the parser reads
+//     docker.io/[library/]x; not 64 characters, which could be an image
+//     ID), when no allowed prefix is on docker.io and docker.io is not
+//     mapped: REGISTRY/x;
+//   - a name on a host (hostPattern: lower case, a '.', no port, so it is
+//     its own canonical domain) that no allowed prefix and no map source
+//     names, and that is not docker.io or index.docker.io: REGISTRY/ and
+//     x after the host;
+//
+// only with REGISTRY set and no "*" in REGISTRY_MAP (so the core rule
+// applies), and x no longer than maxFast, which keeps the rewrite's path
+// within 255 characters whatever the target's path prefix (with Docker
+// Hub's "library/"). Such an x parses (its grammar is a subset of the
+// reference grammar, with the digest digest.Parse accepts), is not
+// allowed (its canonical name is under none of the allowed prefixes) and
+// the core rule rewrites it to that string: test/policycel checks it
+// against images.Rewriter with everything else.
+func (r rules) fastExpr(x string) string {
+	if r.registry == "" || r.fallback != "" {
+		return "[]"
+	}
+	ti, err := targetInfo(r.registry)
+	if err != nil {
+		return "[]"
+	}
+	maxFast := reference.RepositoryNameTotalLengthMax - len(ti[1]) - len("/") - len("library/")
+	// Hosts a fast name must not be on: those of the allowed prefixes
+	// and map sources (their names may be allowed or mapped), and Docker
+	// Hub's, which the parser treats apart.
+	hosts := []string{"docker.io", "index.docker.io"}
+	hub := true
+	for _, a := range r.allowed {
+		host, _, _ := strings.Cut(a, "/")
+		hosts = append(hosts, host)
+		if host == "docker.io" {
+			hub = false
+		}
+	}
+	for src := range r.bySource {
+		hosts = append(hosts, src)
+		if src == "docker.io" {
+			hub = false
+		}
+	}
+	slices.Sort(hosts)
+	hosts = slices.Compact(hosts)
+	first := x + ".substring(0, " + x + ".indexOf('/'))"
+	host := x + ".matches(" + raw(hostPattern) + ") && !(" + first + " in " + litList(hosts) + ") ? " +
+		"[" + lit(r.registry+"/") + " + " + x + ".substring(" + x + ".indexOf('/') + 1)] : []"
+	if hub {
+		host = x + ".matches(" + raw(hubPattern) + ") && size(" + x + ") != 64 && !" + x + ".startsWith('localhost/') ? " +
+			"[" + lit(r.registry+"/") + " + " + x + "] : " + host
+	}
+	return "size(" + x + ") <= " + strconv.Itoa(maxFast) + " ? (" + host + ") : []"
+}
+
+// imageExpr is what the policies evaluate for the string expression x:
+// the cheap path, else the fast path, else the port of
+// images.Rewriter.Rewrite (rewriteExpr): [image to pull] ([x] when it
+// stays) or [] when the webhook refuses it.
+func (r rules) imageExpr(x string, ref func(name string) string) string {
+	return cheapExpr(r.literalPrefixes(), x) + " ? [" + x + "] : " + r.decideExpr(x, ref)
+}
+
+// decideExpr is imageExpr without the cheap path.
+func (r rules) decideExpr(x string, ref func(name string) string) string {
+	fast := r.fastExpr(x)
+	if fast == "[]" {
+		return r.rewriteExpr(x, ref)
+	}
+	return let("fast", fast, "size(fast) == 1 ? fast : "+r.rewriteExpr(x, ref))
+}
+
 // ImageExpression returns the CEL expression the policies evaluate for an
 // image, with the configuration's constants written in, for the string
 // expression x: [image to pull] ([x] when it stays), [] when the webhook
@@ -303,5 +470,30 @@ func ImageExpression(cfg config.Config, x string) (string, error) {
 	for _, kv := range consts {
 		byName[kv[0]] = "(" + kv[1] + ")"
 	}
-	return r.rewriteExpr(x, func(name string) string { return byName[name] }), nil
+	return r.imageExpr(x, func(name string) string { return byName[name] }), nil
+}
+
+// CheapExpression returns the cheap path of the policies for the string
+// expression x (true: the webhook leaves x as it is; false: ask the
+// parser), and the prefixes it accepts, so that tests can check that it
+// never says true where images.Rewriter would change or refuse x.
+func CheapExpression(cfg config.Config, x string) (string, []string, error) {
+	r, err := imageRules(cfg)
+	if err != nil {
+		return "", nil, err
+	}
+	p := r.literalPrefixes()
+	return cheapExpr(p, x), p, nil
+}
+
+// FastExpression returns the fast path of the policies for the string
+// expression x ([the webhook's rewrite of x], or [] where the full port
+// must decide), so that tests can check that it never gives a rewrite the
+// webhook would not make.
+func FastExpression(cfg config.Config, x string) (string, error) {
+	r, err := imageRules(cfg)
+	if err != nil {
+		return "", err
+	}
+	return r.fastExpr(x), nil
 }

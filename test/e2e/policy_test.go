@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os/exec"
 	"slices"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -175,8 +174,8 @@ type parityTally struct {
 	differ        []string
 }
 
-// TestPolicyParity is the parity test; it also measures the latency each
-// mode adds to a Pod create and logs the API server's policy metrics.
+// TestPolicyParity is the parity test; it also logs the API server's
+// policy metrics. TestPolicyLatency measures what each mode costs.
 func TestPolicyParity(t *testing.T) {
 	table := map[string]*parityTally{}
 	var order []string
@@ -216,10 +215,6 @@ func TestPolicyParity(t *testing.T) {
 			t.Run("update", func(t *testing.T) { compareUpdate(t, m, tally) })
 			t.Run("ephemeral", func(t *testing.T) { compareEphemeral(t, m, tally) })
 			t.Run("namespaces", func(t *testing.T) { compareNamespaces(t, m, tally, pc.cfg) })
-			if pc.name == "parity-all" {
-				// Here, while this configuration's policies exist.
-				t.Run("latency", func(t *testing.T) { measurePolicyLatency(t, m) })
-			}
 		})
 	}
 	t.Logf("parity table (stored objects compared, webhook vs policy):")
@@ -305,6 +300,16 @@ func setUpParity(t *testing.T, name string, cfg env) *parityModes {
 // deletes them when the test ends.
 func applyPolicies(t *testing.T, ctx context.Context, name, stream string) {
 	t.Helper()
+	applyEditedPolicies(t, ctx, name, stream, nil)
+}
+
+// applyEditedPolicies is applyPolicies with edit, if not nil, called on
+// each decoded object before it is renamed and created.
+func applyEditedPolicies(t *testing.T, ctx context.Context, name, stream string, edit func(obj any)) {
+	t.Helper()
+	if edit == nil {
+		edit = func(any) {}
+	}
 	client := kube.Client().AdmissionregistrationV1()
 	rename := func(n string) string { return n + "-" + name }
 	scope := metav1.LabelSelectorRequirement{Key: policyScopeLabel, Operator: metav1.LabelSelectorOpIn, Values: []string{name}}
@@ -331,6 +336,7 @@ func applyPolicies(t *testing.T, ctx context.Context, name, stream string) {
 		case "MutatingAdmissionPolicy":
 			var p admissionregistrationv1.MutatingAdmissionPolicy
 			if err = yaml.UnmarshalStrict([]byte(doc), &p); err == nil {
+				edit(&p)
 				p.Name = rename(p.Name)
 				_, err = client.MutatingAdmissionPolicies().Create(ctx, &p, metav1.CreateOptions{})
 				cleanups = append(cleanups, func(ctx context.Context) error {
@@ -340,6 +346,7 @@ func applyPolicies(t *testing.T, ctx context.Context, name, stream string) {
 		case "MutatingAdmissionPolicyBinding":
 			var b admissionregistrationv1.MutatingAdmissionPolicyBinding
 			if err = yaml.UnmarshalStrict([]byte(doc), &b); err == nil {
+				edit(&b)
 				b.Name, b.Spec.PolicyName = rename(b.Name), rename(b.Spec.PolicyName)
 				sel := b.Spec.MatchResources.NamespaceSelector
 				sel.MatchExpressions = append(sel.MatchExpressions, scope)
@@ -351,6 +358,7 @@ func applyPolicies(t *testing.T, ctx context.Context, name, stream string) {
 		case "ValidatingAdmissionPolicy":
 			var p admissionregistrationv1.ValidatingAdmissionPolicy
 			if err = yaml.UnmarshalStrict([]byte(doc), &p); err == nil {
+				edit(&p)
 				p.Name = rename(p.Name)
 				_, err = client.ValidatingAdmissionPolicies().Create(ctx, &p, metav1.CreateOptions{})
 				cleanups = append(cleanups, func(ctx context.Context) error {
@@ -360,6 +368,7 @@ func applyPolicies(t *testing.T, ctx context.Context, name, stream string) {
 		case "ValidatingAdmissionPolicyBinding":
 			var b admissionregistrationv1.ValidatingAdmissionPolicyBinding
 			if err = yaml.UnmarshalStrict([]byte(doc), &b); err == nil {
+				edit(&b)
 				b.Name, b.Spec.PolicyName = rename(b.Name), rename(b.Spec.PolicyName)
 				sel := b.Spec.MatchResources.NamespaceSelector
 				sel.MatchExpressions = append(sel.MatchExpressions, scope)
@@ -380,11 +389,14 @@ func applyPolicies(t *testing.T, ctx context.Context, name, stream string) {
 
 // waitPolicyActive polls dry-run creates in the policy namespace until the
 // policies act: the probe Pod comes back changed and, with image rules, an
-// overlong rewrite is refused.
+// overlong rewrite is refused and an UPDATE of an image is rewritten (the
+// API server loads each policy on its own: one acting says nothing of the
+// others).
 func waitPolicyActive(ctx context.Context, m *parityModes) error {
 	dryRun := metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}
 	pods := kube.Client().CoreV1().Pods(m.polNS)
 	last := "no probe yet"
+	var updated *corev1.Pod
 	err := cluster.WaitFor(ctx, pollInterval, func(ctx context.Context) (bool, error) {
 		pod, err := pods.Create(ctx, newPod("probe", corev1.PodSpec{Containers: []corev1.Container{c("probe", probeImage, "")}}), dryRun)
 		if err != nil {
@@ -401,6 +413,18 @@ func waitPolicyActive(ctx context.Context, m *parityModes) error {
 		_, err = pods.Create(ctx, newPod("probe", corev1.PodSpec{Containers: []corev1.Container{c("probe", "x/"+strings.Repeat("y", 800), "")}}), dryRun)
 		if err == nil {
 			last = "the provenance policy admitted an overlong image"
+			return false, nil
+		}
+		if updated == nil {
+			if updated, err = pods.Create(ctx, newPod("probe", corev1.PodSpec{Containers: []corev1.Container{c("probe", probeImage, "")}}), metav1.CreateOptions{}); err != nil {
+				last = err.Error()
+				return false, nil
+			}
+		}
+		patch := fmt.Appendf(nil, `{"spec":{"containers":[{"name":"probe","image":%q}]}}`, probeImage+":2")
+		pod, err = pods.Patch(ctx, updated.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{DryRun: []string{metav1.DryRunAll}})
+		if err != nil || pod.Spec.Containers[0].Image == probeImage+":2" {
+			last = fmt.Sprintf("an UPDATE of the image was not rewritten (%v)", err)
 			return false, nil
 		}
 		return true, nil
@@ -655,57 +679,6 @@ func compareNamespaces(t *testing.T, m *parityModes, tally *parityTally, cfg env
 	if web.err == nil && strings.Contains(web.spec, mirror) {
 		t.Errorf("a pod in the excluded namespace %s was mutated: %s", parityExcluded[0], web.spec)
 	}
-}
-
-// measurePolicyLatency creates Pods one at a time in a namespace without any
-// webhook or policy, one under the webhook and one under the policies,
-// interleaved so that the three see the same API server load, and logs
-// creates/s and p50/p99 of each.
-func measurePolicyLatency(t *testing.T, m *parityModes) {
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
-	defer cancel()
-	const warmup, n = 20, 300
-	plain := namespace(t)
-	modes := []struct{ name, ns string }{{"no admission", plain}, {"webhook", m.webhookNS}, {"policy", m.polNS}}
-	spec := corev1.PodSpec{
-		InitContainers:   []corev1.Container{c("init", "busybox:1.36", "")},
-		Containers:       []corev1.Container{c("app", "ghcr.io/org/app:v1", ""), c("sidecar", "nginx:1.27", "")},
-		ImagePullSecrets: secrets("a"),
-	}
-	durations := make([][]time.Duration, len(modes))
-	total := make([]time.Duration, len(modes))
-	for i := range warmup + n {
-		for j, mode := range modes {
-			began := time.Now()
-			created, err := kube.Client().CoreV1().Pods(mode.ns).Create(ctx, newPod("latency", spec), metav1.CreateOptions{})
-			took := time.Since(began)
-			if err != nil {
-				t.Fatalf("%s: create %d: %v", mode.name, i, err)
-			}
-			// Both modes must have rewritten the image, or the numbers
-			// measure nothing.
-			if mutated := strings.HasPrefix(created.Spec.Containers[0].Image, mirror); i == 0 && mutated != (j > 0) {
-				t.Fatalf("%s: stored image %q", mode.name, created.Spec.Containers[0].Image)
-			}
-			if i >= warmup {
-				durations[j] = append(durations[j], took)
-				total[j] += took
-			}
-		}
-	}
-	t.Logf("pod create latency, %d creates each, one at a time, interleaved (init + 2 containers, 1 pull secret):", n)
-	t.Logf("  %-14s %9s %9s %9s %10s", "mode", "p50", "p99", "mean", "creates/s")
-	var p50 []time.Duration
-	for j, mode := range modes {
-		d := durations[j]
-		sort.Slice(d, func(a, b int) bool { return d[a] < d[b] })
-		q := func(f float64) time.Duration { return d[int(f*float64(len(d)-1))] }
-		mean := total[j] / time.Duration(len(d))
-		p50 = append(p50, q(0.5))
-		t.Logf("  %-14s %9s %9s %9s %10.0f", mode.name, q(0.5).Round(time.Microsecond), q(0.99).Round(time.Microsecond),
-			mean.Round(time.Microsecond), float64(len(d))/total[j].Seconds())
-	}
-	t.Logf("  added at p50: webhook %s, policy %s", (p50[1] - p50[0]).Round(time.Microsecond), (p50[2] - p50[0]).Round(time.Microsecond))
 }
 
 // logPolicyMetrics logs what the API server reports about the policies:

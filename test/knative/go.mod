@@ -21,6 +21,7 @@ require (
 	k8s.io/api v0.36.5
 	k8s.io/apimachinery v0.36.5
 	k8s.io/client-go v0.36.5
+	k8s.io/utils v0.0.0-20260210185600-b8788abfbbc2
 	knative.dev/func v0.50.1
 	knative.dev/func-go v0.22.0
 	knative.dev/networking v0.0.0-20260727162500-c7a7b772cac9
@@ -211,7 +212,6 @@ require (
 	k8s.io/klog/v2 v2.140.0 // indirect
 	k8s.io/kube-openapi v0.0.0-20260317180543-43fb72c5454a // indirect
 	k8s.io/streaming v0.36.5 // indirect
-	k8s.io/utils v0.0.0-20260210185600-b8788abfbbc2 // indirect
 	knative.dev/caching v0.0.0-20260727161800-0edbf88bc267 // indirect
 	knative.dev/client/pkg v0.0.0-20260729124858-e411e8847500 // indirect
 	knative.dev/eventing v0.50.0 // indirect

@@ -1,43 +1,32 @@
-// Package policycel evaluates the image expression of `mutator policy` with
-// cel-go, configured like Kubernetes' CEL environment (k8s.io/apiserver
-// pkg/cel/environment), against images.Rewriter, the webhook's own rules:
-// the fuzz corpora, the cases of docs/rules.md and generated strings, under
-// configurations with every kind of target. The e2e parity test checks
-// the same on a real kube-apiserver for a smaller corpus.
+// Package policycel evaluates the CEL of `mutator policy` in the API
+// server's own CEL environment (k8s.io/apiserver pkg/cel/environment and
+// the admission plugins' compilers, at the version of the e2e tests'
+// kube-apiserver) against the webhook's own rules: the image expression
+// against images.Rewriter on the fuzz corpora, the cases of docs/rules.md
+// and generated strings, and the generated policies, compiled and run as
+// the admission plugins run them, against mutation.Rules on generated
+// Pods. The e2e parity test checks the same on a real kube-apiserver for a
+// smaller corpus.
 package policycel
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/google/cel-go/cel"
-	"github.com/google/cel-go/ext"
+	"github.com/google/cel-go/common/types"
 
 	"github.com/mutator-dev/mutator/function/config"
 	"github.com/mutator-dev/mutator/function/images"
 	"github.com/mutator-dev/mutator/function/policy"
 )
-
-// env is the part of Kubernetes' base CEL environment (1.36) the
-// expressions use, with its literal rules and cost tracking.
-func env(t testing.TB) *cel.Env {
-	t.Helper()
-	e, err := cel.NewEnv(
-		cel.HomogeneousAggregateLiterals(), cel.OptionalTypes(), cel.CrossTypeNumericComparisons(true),
-		ext.Strings(ext.StringsVersion(2)), ext.Sets(), ext.TwoVarComprehensions(), ext.Lists(ext.ListsVersion(3)),
-		cel.ASTValidators(cel.ValidateRegexLiterals(), cel.ValidateHomogeneousAggregateLiterals()),
-		cel.Variable("x", cel.StringType),
-	)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return e
-}
 
 // corpus returns the string inputs of the rewriter's fuzz corpus.
 func corpus(t *testing.T) []string {
@@ -66,6 +55,9 @@ func corpus(t *testing.T) []string {
 
 // cases are the examples of docs/rules.md and the edges of the port.
 var cases = []string{
+	"registry.example.com/mirror", "registry.example.com/mirror/", "registry.example.com/mirror/x", "registry.example.com/mirror//x",
+	"registry.example.com/mirror/X", "registry.example.com/mirror/x:", "registry.example.com/mirror/:t", "registry.example.com/mirror/@x",
+	"registry.k8s.io/" + strings.Repeat("p", 800), "registry.k8s.io/pause:3.10@sha256:" + strings.Repeat("a", 64),
 	"", "nginx", "nginx:1.27", "bitnami/redis:7", "ghcr.io/org/app:v1", "localhost:5000/x", "Evil/payload:1", "LOCALHOST/x:1",
 	"app@sha256:" + strings.Repeat("a", 64), "registry.example.com/mirror/nginx:1.27", "R.Example.com:443/mirror/nginx:1.27",
 	"r.example.com.evil.io/x", "registry.k8s.io/pause:3.10", "docker.io/nginx", "library/nginx", "Not A Valid/Image",
@@ -97,19 +89,22 @@ func generated(n int) []string {
 	return out
 }
 
+// configs are the image configurations the expressions are compared under:
+// every kind of target, and prefixes spelled otherwise than canonically.
+var configs = []config.Config{
+	{Registry: "registry.example.com/mirror", IgnoredRegistries: config.List{"registry.k8s.io", "docker.io/library"}},
+	{Registry: "r.example.com", RegistryMap: config.List{"docker.io=harbor.example.com/dockerhub", "quay.io=harbor.example.com:5000/quay"}},
+	{RegistryMap: config.List{"docker.io=harbor.example.com/dockerhub", "*=h.example.com/all"}},
+	{RegistryMap: config.List{"docker.io=harbor.example.com/dockerhub"}},
+	{Registry: "localhost:5000", IgnoredRegistries: config.List{"Quay.IO:443/x"}},
+	{Registry: "docker.io", RegistryMap: config.List{"ghcr.io=docker.io/mirror"}},
+	{Registry: "a_b.com", IgnoredRegistries: config.List{"docker.io"}, RegistryMap: config.List{"*=a_b.com/x"}},
+	{Registry: "Registry.Example.com:443/mirror", RegistryMap: config.List{"[::1]:5000=[::1]:5000/m", "quay.io=docker.io"}},
+}
+
 func TestRewriteMatchesTheWebhook(t *testing.T) {
-	configs := []config.Config{
-		{Registry: "registry.example.com/mirror", IgnoredRegistries: config.List{"registry.k8s.io", "docker.io/library"}},
-		{Registry: "r.example.com", RegistryMap: config.List{"docker.io=harbor.example.com/dockerhub", "quay.io=harbor.example.com:5000/quay"}},
-		{RegistryMap: config.List{"docker.io=harbor.example.com/dockerhub", "*=h.example.com/all"}},
-		{RegistryMap: config.List{"docker.io=harbor.example.com/dockerhub"}},
-		{Registry: "localhost:5000", IgnoredRegistries: config.List{"Quay.IO:443/x"}},
-		{Registry: "docker.io", RegistryMap: config.List{"ghcr.io=docker.io/mirror"}},
-		{Registry: "a_b.com", IgnoredRegistries: config.List{"docker.io"}, RegistryMap: config.List{"*=a_b.com/x"}},
-		{Registry: "Registry.Example.com:443/mirror", RegistryMap: config.List{"[::1]:5000=[::1]:5000/m", "quay.io=docker.io"}},
-	}
 	inputs := append(append(corpus(t), cases...), generated(5000)...)
-	e := env(t)
+	e := apiserverEnv(t, "x")
 	for _, cfg := range configs {
 		rw, err := images.New(cfg.Registry, cfg.IgnoredRegistries, cfg.RegistryMap)
 		if err != nil {
@@ -123,7 +118,7 @@ func TestRewriteMatchesTheWebhook(t *testing.T) {
 		if iss.Err() != nil {
 			t.Fatalf("compiling the expression for %+v: %v", cfg, iss.Err())
 		}
-		prg, err := e.Program(ast, cel.EvalOptions(cel.OptOptimize, cel.OptTrackCost), cel.CostLimit(1_000_000))
+		prg, err := e.Program(ast, cel.InterruptCheckFrequency(100))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -157,4 +152,76 @@ func TestRewriteMatchesTheWebhook(t *testing.T) {
 		t.Logf("REGISTRY=%q IGNORED=%q REGISTRY_MAP=%q: %d inputs compared (%d refused by both), expression %d characters, highest cost %d",
 			cfg.Registry, cfg.IgnoredRegistries, cfg.RegistryMap, len(inputs), refused, len(src), maxCost)
 	}
+}
+
+// underPrefixes returns, for each prefix, the prefix followed by each of
+// the tails: the strings the cheap path says yes to.
+func underPrefixes(prefixes, tails []string) []string {
+	var out []string
+	for _, p := range prefixes {
+		for _, tail := range tails {
+			out = append(out, p+tail)
+		}
+	}
+	return out
+}
+
+// TestShortcutsAreSound: wherever the policies' cheap path says an image
+// stays as written, the webhook leaves it as written (no rewrite, no
+// refusal), and wherever the fast path gives a rewrite, the webhook makes
+// that rewrite. Checked on every input of TestRewriteMatchesTheWebhook and
+// on those inputs written under each prefix the cheap path accepts and
+// after hosts and Docker Hub names the fast path takes, so that most of
+// them take a shortcut.
+func TestShortcutsAreSound(t *testing.T) {
+	e := apiserverEnv(t, "x")
+	tails := append(append(corpus(t), cases...), generated(3000)...)
+	for _, cfg := range append(configs, config.Config{Registry: "registry.example.com", IgnoredRegistries: config.List{"myorg", "[::1]:5000/x", "docker.io"}}) {
+		rw, err := images.New(cfg.Registry, cfg.IgnoredRegistries, cfg.RegistryMap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cheapSrc, prefixes, err := policy.CheapExpression(cfg, "x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		fastSrc, err := policy.FastExpression(cfg, "x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cheap, fast := program(t, e, cheapSrc), program(t, e, fastSrc)
+		inputs := append(slices.Clone(tails), underPrefixes(prefixes, tails)...)
+		inputs = append(inputs, underPrefixes([]string{"ghcr.io/", "quay.io/", "a.b/", "library/", "org/", "localhost/"}, tails)...)
+		var cheapTaken, fastTaken int
+		for _, img := range inputs {
+			want, werr := rw.Rewrite(img)
+			if out := eval(t, cheap, map[string]any{"x": img}); out == types.True {
+				cheapTaken++
+				if werr != nil || want != img {
+					t.Errorf("%s: the cheap path keeps %s, the webhook makes it %s (%v)", desc(cfg), images.Quote(img), images.Quote(want), werr)
+				}
+			}
+			v, err := eval(t, fast, map[string]any{"x": img}).ConvertToNative(reflect.TypeFor[[]string]())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := v.([]string); len(got) == 1 {
+				fastTaken++
+				if werr != nil || want != got[0] {
+					t.Errorf("%s: the fast path makes %s %s, the webhook %s (%v)", desc(cfg), images.Quote(img), images.Quote(got[0]), images.Quote(want), werr)
+				}
+			}
+		}
+		if cheapTaken < len(prefixes)*len(tails)*9/10 {
+			t.Errorf("%s: the cheap path took %d of %d inputs: the test no longer exercises it", desc(cfg), cheapTaken, len(inputs))
+		}
+		if fastSrc != "[]" && fastTaken < len(tails)/10 {
+			t.Errorf("%s: the fast path took %d of %d inputs: the test no longer exercises it", desc(cfg), fastTaken, len(inputs))
+		}
+		t.Logf("%s: prefixes %q; of %d inputs, %d took the cheap path, %d the fast path", desc(cfg), prefixes, len(inputs), cheapTaken, fastTaken)
+	}
+}
+
+func desc(cfg config.Config) string {
+	return fmt.Sprintf("REGISTRY=%q IGNORED=%q REGISTRY_MAP=%q", cfg.Registry, cfg.IgnoredRegistries, cfg.RegistryMap)
 }
