@@ -22,7 +22,7 @@ const sandboxRef = "sandbox.test/pause:1"
 // appImages each hold the app binary plus a file naming the image and the
 // run: one unique layer each, so a pull that succeeds had to fetch it. A
 // test that counts pulls has an image no other test pulls.
-var appImages = []string{"app", "locked", "restart", "dns", knativeImage, timedImage}
+var appImages = []string{"app", "locked", "restart", "dns", knativeImage, timedImage, functionAppImage}
 
 // dataImage is the image volume's image: one file, no program.
 const dataImage = "data"
@@ -35,7 +35,7 @@ func (e *env) greeting() string { return "hello from the image volume, run " + e
 
 // buildBinaries compiles the mutator (from the repository root, with the
 // mutator's own module) and the image programs (cmd/app, cmd/pause) into
-// dir. It runs in the host stage, where the module proxy is reachable.
+// dir, and builds the function image there (buildFunctionImage). It runs in the host stage, where the module proxy is reachable.
 func buildBinaries(ctx context.Context, dir string) error {
 	root, err := node.RepoRoot()
 	if err != nil {
@@ -53,7 +53,7 @@ func buildBinaries(ctx context.Context, dir string) error {
 			return err
 		}
 	}
-	return nil
+	return buildFunctionImage(ctx, dir)
 }
 
 // pushImages builds the test images and pushes each to the origin, under

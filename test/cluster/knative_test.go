@@ -92,6 +92,14 @@ func (e *env) knativeServing(t *testing.T) *knative.Serving {
 			k.err = fmt.Errorf("creating %s: %w", dir, err)
 			return
 		}
+		// traefik's TLS entrypoint for cluster-local routes presents a
+		// certificate of the test CA for the function's cluster-local
+		// names (functionHosts), which the webhook's caBundle trusts.
+		certPEM, keyPEM, err := e.ca.Issue(functionHosts, nil)
+		if err != nil {
+			k.err = fmt.Errorf("issuing traefik's certificate: %w", err)
+			return
+		}
 		// Not the test's context: Serving outlives the test that installs it.
 		ctx, cancel := context.WithTimeout(context.Background(), knativeInstallTimeout)
 		defer cancel()
@@ -102,6 +110,7 @@ func (e *env) knativeServing(t *testing.T) *knative.Serving {
 			Dir:             dir,
 			Publish:         e.publishKnativeImage,
 			NamespaceLabels: map[string]string{ignoreLabel: "true"},
+			PrivateTLS:      &knative.Certificate{CertPEM: certPEM, KeyPEM: keyPEM},
 			Config: map[string]map[string]string{
 				// The test CA is not the controller's: it would fail to
 				// resolve tags to digests at either registry.

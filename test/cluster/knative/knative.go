@@ -45,6 +45,13 @@ const (
 	privatePort = 8081
 	// pingPort serves traefik's /ping, on loopback only.
 	pingPort = 8082
+	// PrivateTLSPort is traefik's TLS entrypoint for cluster-local routes
+	// (Options.PrivateTLS): 443, where the API server dials a webhook's
+	// Service of type ExternalName.
+	PrivateTLSPort = 443
+	// PrivateHost is the private load balancer's name, which Knative makes
+	// the ExternalName of each cluster-local Route's Service.
+	PrivateHost = privateService + "." + Namespace + ".svc.cluster.local"
 	// The Services traefik names as the Ingresses' load balancers.
 	publicService  = "traefik"
 	privateService = "traefik-internal"
@@ -77,9 +84,18 @@ type Options struct {
 	// config-deployment's registries-skipping-tag-resolving), over the
 	// ingress class and domain Install sets.
 	Config map[string]map[string]string
+	// PrivateTLS, if set, is the certificate and key (PEM) of traefik's
+	// TLS entrypoint for cluster-local routes, on PrivateTLSPort: an
+	// entrypoint-level default certificate, as the provider takes no other
+	// without the Ingress's spec.tls (which only Knative's certificate
+	// provider, e.g. net-certmanager, fills).
+	PrivateTLS *Certificate
 	// Logf receives progress; nil discards it.
 	Logf func(format string, args ...any)
 }
+
+// Certificate is a PEM certificate chain and its key.
+type Certificate struct{ CertPEM, KeyPEM []byte }
 
 // Figures are what Install measured.
 type Figures struct {
@@ -146,7 +162,7 @@ func Install(ctx context.Context, opts Options) (s *Serving, err error) {
 	if out, err := opts.Kube.Kubectl(ctx, "apply", "-f", coreFile); err != nil {
 		return s, fmt.Errorf("applying Serving's core: %w\n%s", err, out)
 	}
-	if err := s.startTraefik(ctx, opts.Assets, opts.Dir); err != nil {
+	if err := s.startTraefik(ctx, opts.Assets, opts.Dir, opts.PrivateTLS); err != nil {
 		return s, err
 	}
 	logf("knative: traefik answers /ping %s after its start", s.figures.Traefik.Round(time.Millisecond))
@@ -201,11 +217,15 @@ func configure(m *manifests, refs map[string]string, opts Options) error {
 
 // startTraefik publishes the load-balancer Services (their endpoints the
 // node's address), starts traefik and waits for its /ping.
-func (s *Serving) startTraefik(ctx context.Context, assets, dir string) error {
+func (s *Serving) startTraefik(ctx context.Context, assets, dir string, privateTLS *Certificate) error {
 	if err := s.applyLoadBalancers(ctx); err != nil {
 		return err
 	}
 	began := time.Now()
+	privateEntrypoints := "private"
+	if privateTLS != nil {
+		privateEntrypoints += ",privatetls"
+	}
 	args := []string{
 		"--entryPoints.web.address=:" + strconv.Itoa(HTTPPort),
 		"--entryPoints.private.address=:" + strconv.Itoa(privatePort),
@@ -215,7 +235,7 @@ func (s *Serving) startTraefik(ctx context.Context, assets, dir string) error {
 		"--providers.knative=true",
 		"--providers.knative.throttleDuration=" + throttle,
 		"--providers.knative.publicEntrypoints=web",
-		"--providers.knative.privateEntrypoints=private",
+		"--providers.knative.privateEntrypoints=" + privateEntrypoints,
 		"--providers.knative.publicService.namespace=" + Namespace,
 		"--providers.knative.publicService.name=" + publicService,
 		"--providers.knative.privateService.namespace=" + Namespace,
@@ -225,6 +245,13 @@ func (s *Serving) startTraefik(ctx context.Context, assets, dir string) error {
 		"--log.level=INFO",
 		"--accessLog=true",
 		"--accessLog.filePath=" + filepath.Join(dir, "traefik-access.log"),
+	}
+	if privateTLS != nil {
+		tlsArgs, err := privateTLSArgs(dir, privateTLS)
+		if err != nil {
+			return err
+		}
+		args = append(args, tlsArgs...)
 	}
 	// Outside a Pod: the provider takes the admin kubeconfig from
 	// KUBECONFIG. A clean environment otherwise.
@@ -240,6 +267,31 @@ func (s *Serving) startTraefik(ctx context.Context, assets, dir string) error {
 	}
 	s.figures.Traefik = time.Since(began)
 	return nil
+}
+
+// privateTLSArgs writes cert's files and traefik's file-provider
+// configuration making it the default certificate, and returns the flags
+// of a TLS entrypoint on PrivateTLSPort (startTraefik makes it a private
+// entrypoint: entrypoint-level TLS applies to every router on it).
+func privateTLSArgs(dir string, cert *Certificate) ([]string, error) {
+	certFile, keyFile := filepath.Join(dir, "private-tls.crt"), filepath.Join(dir, "private-tls.key")
+	if err := os.WriteFile(certFile, cert.CertPEM, 0o644); err != nil {
+		return nil, fmt.Errorf("writing traefik's certificate: %w", err)
+	}
+	if err := os.WriteFile(keyFile, cert.KeyPEM, 0o600); err != nil {
+		return nil, fmt.Errorf("writing traefik's key: %w", err)
+	}
+	config := fmt.Sprintf("tls:\n  stores:\n    default:\n      defaultCertificate:\n        certFile: %s\n        keyFile: %s\n", certFile, keyFile)
+	configFile := filepath.Join(dir, "traefik-tls.yaml")
+	if err := os.WriteFile(configFile, []byte(config), 0o644); err != nil {
+		return nil, fmt.Errorf("writing traefik's TLS configuration: %w", err)
+	}
+	return []string{
+		"--entryPoints.privatetls.address=:" + strconv.Itoa(PrivateTLSPort),
+		"--entryPoints.privatetls.http.tls=true",
+		"--providers.file.filename=" + configFile,
+		"--providers.file.watch=false",
+	}, nil
 }
 
 // applyLoadBalancers creates the Services traefik reports as the Ingresses'
@@ -467,6 +519,11 @@ func (s *Serving) Stop(ctx context.Context) error {
 	}
 	return errors.Join(errs...)
 }
+
+// KillPod kills the processes of the Pod with uid at once, e.g. one that
+// Knative scaled away and queue-proxy drains for 30 s, when a test needs
+// it gone.
+func KillPod(uid string) error { return killPod(uid) }
 
 // killPod sends SIGKILL to every process in the cgroups of the Pod with
 // uid (the kubelet's cgroupfs driver names them pod<uid>).

@@ -52,14 +52,15 @@ var (
 // deploy`. Any other difference fails the test: change func.yaml (or
 // service.yaml) until they agree.
 var inexpressible = map[string]string{
-	"spec.template.spec.timeoutSeconds":                                                 "func.yaml has no revision timeout",
-	"spec.template.spec.automountServiceAccountToken":                                   "func.yaml has no such option",
-	"spec.template.spec.enableServiceLinks":                                             "func.yaml has no such option",
-	"spec.template.metadata.annotations[autoscaling.knative.dev/target-burst-capacity]": "options.scale has no burst capacity, and deploy.annotations also land on the Service, where Knative rejects autoscaling keys",
-	"container.securityContext.readOnlyRootFilesystem":                                  "func sets its own securityContext without it",
-	"container.env[ADDRESS]":                                                            "func always adds ADDRESS=0.0.0.0 (ignored: func-go reads LISTEN_ADDRESS)",
-	"container.ports[0].containerPort":                                                  "func declares no port; Knative's default for an unnamed one (8080, HTTP/1.1) is service.yaml's http1 8080",
-	"container.env[BUILT]":                                                              "func always adds the deploy time",
+	"spec.template.spec.timeoutSeconds":                                                              "func.yaml has no revision timeout",
+	"spec.template.spec.automountServiceAccountToken":                                                "func.yaml has no such option",
+	"spec.template.spec.enableServiceLinks":                                                          "func.yaml has no such option",
+	"spec.template.metadata.annotations[autoscaling.knative.dev/target-burst-capacity]":              "options.scale has no burst capacity, and deploy.annotations also land on the Service, where Knative rejects autoscaling keys",
+	"spec.template.metadata.annotations[autoscaling.knative.dev/scale-to-zero-pod-retention-period]": "options.scale has no retention period, and deploy.annotations also land on the Service, where Knative rejects autoscaling keys",
+	"container.securityContext.readOnlyRootFilesystem":                                               "func sets its own securityContext without it",
+	"container.env[ADDRESS]":                                                                         "func always adds ADDRESS=0.0.0.0 (ignored: func-go reads LISTEN_ADDRESS)",
+	"container.ports[0].containerPort":                                                               "func declares no port; Knative's default for an unnamed one (8080, HTTP/1.1) is service.yaml's http1 8080",
+	"container.env[BUILT]":                                                                           "func always adds the deploy time",
 }
 
 func TestFuncDeployMatchesService(t *testing.T) {
@@ -141,12 +142,12 @@ func TestFuncDeployMatchesService(t *testing.T) {
 	// The comparison has teeth: what a wrong func.yaml would deploy is
 	// reported.
 	broken := got.DeepCopy()
-	broken.Spec.Template.Annotations["autoscaling.knative.dev/min-scale"] = "0"
+	broken.Spec.Template.Annotations["autoscaling.knative.dev/min-scale"] = "1"
 	c := &broken.Spec.Template.Spec.Containers[0]
 	c.Env = append(c.Env, corev1.EnvVar{Name: "METRICS_PORT", Value: "9090"})
 	c.ReadinessProbe.HTTPGet.Path = "/"
 	if n := len(unexplained(compare(want, broken))) - len(unexpected); n != 3 {
-		t.Errorf("a Service with min-scale 0, METRICS_PORT 9090 and another readiness path shows %d new differences, want 3", n)
+		t.Errorf("a Service with min-scale 1, METRICS_PORT 9090 and another readiness path shows %d new differences, want 3", n)
 	}
 }
 
