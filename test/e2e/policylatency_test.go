@@ -43,7 +43,7 @@ import (
 // next one pays for, and a fixed order would charge each mode for its
 // predecessor's. Timings are logged, never asserted. E2E_LATENCY_RUNS
 // (default 1) repeats the measurement and E2E_LATENCY_REQUESTS sets the
-// requests per mode and run (default 100, to keep the suite short; the
+// requests per mode and run (default 40, to keep the suite short; the
 // figures of docs/policies.md are of 300). Then, mode by mode, 50 creates
 // and 50 label-only updates are counted in the API server's metrics:
 // mutations evaluated, matchConditions that decided against, webhook calls
@@ -52,7 +52,7 @@ import (
 // none per label-only update for the policies, two of each before #21.
 func TestPolicyLatency(t *testing.T) {
 	runs := envInt(t, "E2E_LATENCY_RUNS", 1)
-	n := envInt(t, "E2E_LATENCY_REQUESTS", 100)
+	n := envInt(t, "E2E_LATENCY_REQUESTS", 40)
 	modes := setUpLatencyModes(t)
 	client := protobufClient(t)
 
