@@ -70,14 +70,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 				"(self-managed certificates); they are knative.dev/pkg's client flags:\n\n")
 			fs.PrintDefaults()
 		}
-		if helpRequested(args) {
-			fs.SetOutput(stdout)
-		}
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return 0
-			}
-			return 2
+		if code, ok := parseFlags(fs, args, stdout); !ok {
+			return code
 		}
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()
@@ -237,14 +231,8 @@ func mutate(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			"are listed on standard error; exit status 1 if the webhook would refuse an object.\n\n")
 		fs.PrintDefaults()
 	}
-	if helpRequested(args) {
-		fs.SetOutput(stdout)
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, args, stdout); !ok {
+		return code
 	}
 	if *file == "" {
 		fmt.Fprint(stderr, "mutator mutate: -f FILE is required\n", usage)
@@ -283,4 +271,20 @@ func mutate(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// parseFlags parses args into fs, with the help text on stdout when it was
+// asked for. It returns false when the command stops there, with its exit
+// status: 0 after the help, 2 after a flag error (which fs printed).
+func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) (int, bool) {
+	if helpRequested(args) {
+		fs.SetOutput(stdout)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0, false
+		}
+		return 2, false
+	}
+	return 0, true
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -43,14 +42,8 @@ func policyCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(fs.Output(), policyUsage)
 		fs.PrintDefaults()
 	}
-	if helpRequested(args) {
-		fs.SetOutput(stdout)
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, args, stdout); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "mutator policy: unexpected arguments %q\n", fs.Args())
@@ -113,14 +106,8 @@ func namespacePolicyCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(fs.Output(), namespacePolicyUsage)
 		fs.PrintDefaults()
 	}
-	if helpRequested(args) {
-		fs.SetOutput(stdout)
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, args, stdout); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "mutator namespace-policy: unexpected arguments %q\n", fs.Args())
