@@ -228,19 +228,7 @@ func TestLiteralPrefixes(t *testing.T) {
 func TestImagesChangedIsTheWebhooks(t *testing.T) {
 	want := "request.operation != 'UPDATE' || request.resource.resource != 'pods' || " + ImagesChanged
 	for _, path := range []string{"standalone/base/webhook.yaml", "knative/webhook.yaml"} {
-		whc := shippedWebhook(t, path)
-		found := false
-		for _, c := range whc.Webhooks[0].MatchConditions {
-			if c.Name == "create-or-images-changed" {
-				found = true
-				if got := strings.Join(strings.Fields(c.Expression), " "); got != want {
-					t.Errorf("%s: create-or-images-changed is\n  %s\nwant\n  %s", path, got, want)
-				}
-			}
-		}
-		if !found {
-			t.Errorf("%s has no create-or-images-changed condition", path)
-		}
+		checkCondition(t, path, "create-or-images-changed", want)
 	}
 	set, err := Generate(load(t, all), Options{})
 	if err != nil {
@@ -293,4 +281,20 @@ func shippedWebhook(t *testing.T, path string) *admissionregistrationv1.Mutating
 		t.Fatalf("%s: %v", path, err)
 	}
 	return &whc
+}
+
+// checkCondition fails the test unless the shipped webhook configuration
+// at path has the match condition name with expression want (whitespace
+// aside).
+func checkCondition(t *testing.T, path, name, want string) {
+	t.Helper()
+	for _, c := range shippedWebhook(t, path).Webhooks[0].MatchConditions {
+		if c.Name == name {
+			if got := strings.Join(strings.Fields(c.Expression), " "); got != want {
+				t.Errorf("%s: %s is\n  %s\nwant\n  %s", path, name, got, want)
+			}
+			return
+		}
+	}
+	t.Errorf("%s has no %s condition", path, name)
 }

@@ -3,7 +3,6 @@ package policy
 import (
 	"errors"
 	"os"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -429,25 +428,6 @@ func TestMirrorPodConditionIsTheWebhooks(t *testing.T) {
 	}
 	want := "request.resource.resource != 'pods' || " + MirrorPodCondition
 	for _, path := range []string{"standalone/base/webhook.yaml", "knative/webhook.yaml"} {
-		data, err := os.ReadFile(filepath.Join("..", "..", "deploy", path))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var whc admissionregistrationv1.MutatingWebhookConfiguration
-		if err := yaml.Unmarshal(data, &whc); err != nil {
-			t.Fatalf("%s: %v", path, err)
-		}
-		found := false
-		for _, c := range whc.Webhooks[0].MatchConditions {
-			if c.Name == "not-a-mirror-pod" {
-				found = true
-				if got := strings.Join(strings.Fields(c.Expression), " "); got != want {
-					t.Errorf("%s: not-a-mirror-pod is\n  %s\nwant\n  %s", path, got, want)
-				}
-			}
-		}
-		if !found {
-			t.Errorf("%s has no not-a-mirror-pod condition", path)
-		}
+		checkCondition(t, path, "not-a-mirror-pod", want)
 	}
 }
