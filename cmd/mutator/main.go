@@ -39,6 +39,7 @@ const usage = `usage:
                            --guard, the image guard that goes with the webhook
   mutator namespace-policy print the ValidatingAdmissionPolicy that lets only
                            administrators exempt a namespace (kubectl apply -f -)
+  mutator node-config      print the node's containerd/CRI-O mirror configuration
   mutator version          print the version (also --version)
   mutator help             print this text; "mutator COMMAND -h" for a command's flags
 
@@ -59,17 +60,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		// knative.dev/pkg's client flags (--kubeconfig, --server,
 		// --kube-api-qps, ...), so the binary is configured like any
 		// knative-based controller; only WEBHOOK_SECRET_NAME uses them.
-		fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-		fs.SetOutput(stderr)
+		fs := newFlagSet("serve", "usage: mutator serve [flags]\n\n"+
+			"Serves admission reviews on PORT; configuration from env (see docs/configuration.md).\n"+
+			"The flags configure the Kubernetes client, used only with WEBHOOK_SECRET_NAME\n"+
+			"(self-managed certificates); they are knative.dev/pkg's client flags:\n\n", stderr)
 		var kube environment.ClientConfig
 		kube.InitFlags(fs)
-		fs.Usage = func() {
-			fmt.Fprint(fs.Output(), "usage: mutator serve [flags]\n\n"+
-				"Serves admission reviews on PORT; configuration from env (see docs/configuration.md).\n"+
-				"The flags configure the Kubernetes client, used only with WEBHOOK_SECRET_NAME\n"+
-				"(self-managed certificates); they are knative.dev/pkg's client flags:\n\n")
-			fs.PrintDefaults()
-		}
 		if code, ok := parseFlags(fs, args, stdout); !ok {
 			return code
 		}
@@ -91,6 +87,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return policyCmd(args, stdout, stderr)
 	case "namespace-policy":
 		return namespacePolicyCmd(args, stdout, stderr)
+	case "node-config":
+		return nodeConfigCmd(args, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, version.Get())
 		return 0
@@ -135,7 +133,7 @@ func newMutator() (*manifests.Mutator, error) {
 	if err != nil {
 		return nil, err
 	}
-	return manifests.New(cfg)
+	return manifests.New(cfg.Rules, cfg.Review), nil
 }
 
 // helpRequested reports whether args ask for help, so that the usage goes
@@ -171,26 +169,26 @@ func serve(ctx context.Context, kube *environment.ClientConfig) error {
 	// Only this variant talks to the Kubernetes API; it is set up before
 	// listening so that a configuration error leaves nothing half-started.
 	var certManager *certs.Manager
-	if cfg.WebhookSecretName != "" {
-		if certManager, err = newCertManager(ctx, cfg, kube, a.Logger); err != nil {
+	if cfg.Server.SelfManaged != nil {
+		if certManager, err = newCertManager(ctx, *cfg.Server.SelfManaged, kube, a.Logger); err != nil {
 			return err
 		}
 	}
 	if err := a.StartMetrics(); err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", ":"+strconv.Itoa(cfg.Port))
+	ln, err := net.Listen("tcp", ":"+strconv.Itoa(cfg.Server.Port))
 	if err != nil {
 		return fmt.Errorf("listening: %w", err)
 	}
 	opts := server.Options{
 		Handler:       a.Handler,
 		Ready:         a.Handler.SetReady,
-		TLSCertFile:   cfg.TLSCertFile,
-		TLSKeyFile:    cfg.TLSKeyFile,
-		ClientCAFile:  cfg.TLSClientCAFile,
-		ShutdownDelay: cfg.ShutdownDelay,
-		EnableHTTP2:   cfg.EnableHTTP2,
+		TLSCertFile:   cfg.Server.TLSCertFile,
+		TLSKeyFile:    cfg.Server.TLSKeyFile,
+		ClientCAFile:  cfg.Server.TLSClientCAFile,
+		ShutdownDelay: cfg.Server.ShutdownDelay,
+		EnableHTTP2:   cfg.Server.HTTP2,
 		Logger:        a.Logger,
 	}
 	if certManager != nil {
@@ -205,32 +203,27 @@ func serve(ctx context.Context, kube *environment.ClientConfig) error {
 }
 
 // newCertManager sets up the self-managed certificate (WEBHOOK_SECRET_NAME).
-func newCertManager(ctx context.Context, cfg config.Config, kube *environment.ClientConfig, logger *zap.Logger) (*certs.Manager, error) {
+func newCertManager(ctx context.Context, cert config.SelfManagedCert, kube *environment.ClientConfig, logger *zap.Logger) (*certs.Manager, error) {
 	restCfg, err := kube.GetRESTConfig()
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client configuration for WEBHOOK_SECRET_NAME: %w", err)
 	}
 	return certs.New(ctx, certs.Options{
 		RESTConfig:        restCfg,
-		Namespace:         cfg.SystemNamespace,
-		SecretName:        cfg.WebhookSecretName,
-		ServiceName:       cfg.WebhookServiceName,
-		WebhookConfigName: cfg.WebhookConfigName,
+		Namespace:         cert.Namespace,
+		SecretName:        cert.Secret,
+		ServiceName:       cert.Service,
+		WebhookConfigName: cert.WebhookConfig,
 		Logger:            logger,
 	})
 }
 
 func mutate(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("mutate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("mutate", "usage: mutator mutate -f FILE\n\n"+
+		"Prints the manifests in FILE (YAML or JSON; \"-\" for standard input) as the webhook\n"+
+		"would mutate them on create, with the configuration from env. Changes and refusals\n"+
+		"are listed on standard error; exit status 1 if the webhook would refuse an object.\n\n", stderr)
 	file := fs.String("f", "", `manifest file, or "-" for standard input`)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "usage: mutator mutate -f FILE\n\n"+
-			"Prints the manifests in FILE (YAML or JSON; \"-\" for standard input) as the webhook\n"+
-			"would mutate them on create, with the configuration from env. Changes and refusals\n"+
-			"are listed on standard error; exit status 1 if the webhook would refuse an object.\n\n")
-		fs.PrintDefaults()
-	}
 	if code, ok := parseFlags(fs, args, stdout); !ok {
 		return code
 	}
@@ -286,5 +279,23 @@ func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) (int, bool) {
 		}
 		return 2, false
 	}
+	if fs.NArg() > 0 {
+		// Every command takes flags only: a stray word is most likely a
+		// flag without its dash, which would otherwise be ignored.
+		fmt.Fprintf(fs.Output(), "mutator %s: unexpected arguments %q\n", fs.Name(), fs.Args())
+		return 2, false
+	}
 	return 0, true
+}
+
+// newFlagSet returns the flag set of a command, writing errors to stderr and
+// printing usage, then the flags, for -h.
+func newFlagSet(name, usage string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
+	return fs
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -33,21 +32,12 @@ Flags:
 
 // policyCmd is `mutator policy`.
 func policyCmd(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("policy", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("policy", policyUsage, stderr)
 	guard := fs.Bool("guard", false, "print the image guard for the webhook instead of the policies that replace it")
 	reinvocation := fs.String("reinvocation", string(admissionregistrationv1.NeverReinvocationPolicy),
 		"reinvocationPolicy of the Pod policy: Never (an image a later mutating webhook adds is refused) or IfNeeded (it is rewritten)")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), policyUsage)
-		fs.PrintDefaults()
-	}
 	if code, ok := parseFlags(fs, args, stdout); !ok {
 		return code
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "mutator policy: unexpected arguments %q\n", fs.Args())
-		return 2
 	}
 	if *guard && *reinvocation != string(admissionregistrationv1.NeverReinvocationPolicy) {
 		fmt.Fprintln(stderr, "mutator policy: --reinvocation is a setting of the Pod policy, which --guard does not print")
@@ -97,21 +87,12 @@ Flags:
 
 // namespacePolicyCmd is `mutator namespace-policy`.
 func namespacePolicyCmd(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("namespace-policy", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("namespace-policy", namespacePolicyUsage, stderr)
 	groups := fs.String("admin-groups", strings.Join(policy.DefaultAdminGroups, ","),
 		"comma-separated groups whose members may opt namespaces out (empty: nobody)")
 	protect := fs.String("protect", "", "comma-separated namespace names to protect as well (those an edited namespaceSelector exempts)")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), namespacePolicyUsage)
-		fs.PrintDefaults()
-	}
 	if code, ok := parseFlags(fs, args, stdout); !ok {
 		return code
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "mutator namespace-policy: unexpected arguments %q\n", fs.Args())
-		return 2
 	}
 	cfg, err := config.Load()
 	if err != nil {

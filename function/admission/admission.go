@@ -27,41 +27,52 @@ import (
 // Path is where the webhook serves AdmissionReviews.
 const Path = "/mutate"
 
-// Result labels the outcome of a review in metrics and logs.
-type Result string
+// Verdict is what a review came to; it labels metrics, logs, audit
+// annotations and events.
+type Verdict string
 
-// The results of a review.
+// The verdicts of a review.
 const (
-	Patched   Result = "patched"   // enforce mode, a patch was returned
-	Audited   Result = "audited"   // audit mode, changes were reported as warnings only
-	Unchanged Result = "unchanged" // nothing to change
-	Excluded  Result = "excluded"  // namespace in EXCLUDE_NAMESPACES
-	Skipped   Result = "skipped"   // a kind, operation or subresource the webhook does not handle
-	Rejected  Result = "rejected"  // the object could not be decoded
-	Denied    Result = "denied"    // enforce mode, an image no allowed registry can serve
+	Patched   Verdict = "patched"   // enforce mode, a patch was returned
+	Audited   Verdict = "audited"   // audit mode, changes were reported as warnings only
+	Unchanged Verdict = "unchanged" // nothing to change
+	Excluded  Verdict = "excluded"  // namespace in EXCLUDE_NAMESPACES
+	Skipped   Verdict = "skipped"   // a kind, operation or subresource the webhook does not handle
+	Rejected  Verdict = "rejected"  // the object could not be decoded
+	Denied    Verdict = "denied"    // enforce mode, an image no allowed registry (or the mirror) can serve
 )
 
-// Outcome is what one review did. Only Patched and Audited outcomes carry
-// changes; Denied and Audited ones carry the refused images. Observers must
+// Decision is what one review decided. It is built in stages, each a
+// function of the one before: the rules (Controller.decide), the mirror
+// check (mirrorCheck.apply), then Controller.answer, the one place that
+// turns it into the AdmissionResponse and sets the Verdict. Observers are
+// told the result. Only Patched and Audited decisions carry changes; Denied
+// and Audited ones carry the images that cannot be pulled. Observers must
 // not keep Request beyond Observe: it holds the raw objects.
-type Outcome struct {
+type Decision struct {
 	Request *admissionv1.AdmissionRequest
 	// Object is the decoded object's metadata: a Pod created from a
 	// template has a generateName but no name yet.
-	Object   mutation.Metadata
-	Result   Result
-	Changes  []mutation.Change
+	Object  mutation.Metadata
+	Verdict Verdict
+	Changes []mutation.Change
+	// Problems are the images no allowed registry can serve (the rules'),
+	// then those the mirror check denies.
 	Problems []mutation.Problem
 	// MirrorFallbacks are the images whose mirror check (MIRROR_CHECK) did
 	// not come back present, and what was done with each.
 	MirrorFallbacks []MirrorFallback
 	Duration        time.Duration
+
+	err          error              // Rejected: why the object could not be read
+	mirrorWarns  []string           // the mirror stage's warnings, given whatever WARNINGS says
+	mirrorDenied []mutation.Problem // the mirror stage's denials, worded by mirrorWarns in audit mode
 }
 
 // Observer is told the outcome of every review. Observe runs on the request
 // path, so it must not block: send anything slow to a queue.
 type Observer interface {
-	Observe(ctx context.Context, o Outcome)
+	Observe(ctx context.Context, o Decision)
 }
 
 // Controller implements knative.dev/pkg/webhook.AdmissionController.
@@ -81,23 +92,19 @@ type Controller struct {
 
 var _ webhook.AdmissionController = (*Controller)(nil)
 
-// New builds the controller from a validated configuration.
-func New(cfg config.Config, logger *zap.Logger, observers ...Observer) (*Controller, error) {
-	rules, err := mutation.New(cfg)
-	if err != nil {
-		return nil, err
-	}
+// New builds the controller from the parsed rules and review settings.
+func New(rules mutation.Options, review config.Review, logger *zap.Logger, observers ...Observer) *Controller {
 	if logger == nil {
 		logger = zap.NewNop()
 	}
 	return &Controller{
-		rules:     rules,
+		rules:     mutation.New(rules),
 		logger:    logger,
-		excluded:  cfg.Excluded,
-		audit:     cfg.Mode == config.Audit,
-		warnings:  cfg.Warnings,
+		excluded:  review.Excluded,
+		audit:     review.Audit(),
+		warnings:  review.Warnings,
 		observers: observers,
-	}, nil
+	}
 }
 
 // Path implements webhook.AdmissionController.
@@ -111,6 +118,7 @@ func (c *Controller) Admit(ctx context.Context, req *admissionv1.AdmissionReques
 	}
 	resp, out := c.admit(ctx, req)
 	out.Request, out.Duration = req, time.Since(start)
+	out.err, out.mirrorWarns, out.mirrorDenied = nil, nil, nil
 	// knative's request logger is kept at warn level (see package webhook),
 	// so the controller logs through its own.
 	if c.logger.Core().Enabled(zap.DebugLevel) {
@@ -122,7 +130,7 @@ func (c *Controller) Admit(ctx context.Context, req *admissionv1.AdmissionReques
 			zap.String("operation", string(req.Operation)),
 			zap.String("subresource", req.SubResource),
 			zap.Bool("dryRun", req.DryRun != nil && *req.DryRun),
-			zap.String("result", string(out.Result)),
+			zap.String("result", string(out.Verdict)),
 			zap.Int("changes", len(out.Changes)),
 			zap.Duration("duration", out.Duration))
 	}
@@ -132,82 +140,97 @@ func (c *Controller) Admit(ctx context.Context, req *admissionv1.AdmissionReques
 	return resp
 }
 
-func (c *Controller) admit(ctx context.Context, req *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, Outcome) {
-	allowed := &admissionv1.AdmissionResponse{Allowed: true}
-	if c.excluded(req.Namespace) {
-		return allowed, Outcome{Result: Excluded}
+// admit runs the stages of a review: the rules, the mirror check, the
+// answer.
+func (c *Controller) admit(ctx context.Context, req *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, Decision) {
+	d := c.decide(req)
+	d.Request = req
+	// After the rules, so that they stay pure; only rewritten images are
+	// checked, on CREATE and UPDATE alike, and not at all when the rules
+	// already deny.
+	if d.Verdict == "" && c.mirror != nil && len(d.Changes) > 0 && (len(d.Problems) == 0 || c.audit) {
+		c.mirror.apply(ctx, &d, c.audit)
 	}
-	var (
-		changes  []mutation.Change
-		problems []mutation.Problem
-		meta     mutation.Metadata
-		err      error
-	)
+	return c.answer(&d), d
+}
+
+// decide applies the rules. It sets a Verdict only for the reviews that end
+// here: excluded, skipped and rejected.
+func (c *Controller) decide(req *admissionv1.AdmissionRequest) Decision {
+	if c.excluded(req.Namespace) {
+		return Decision{Verdict: Excluded}
+	}
+	var d Decision
 	switch {
 	case req.Kind.Group == "" && req.Kind.Version == "v1" && req.Kind.Kind == "Pod":
-		changes, problems, meta, err = c.pod(req)
+		d.Changes, d.Problems, d.Object, d.err = c.pod(req)
 	case req.Kind.Group == "" && req.Kind.Version == "v1" && req.Kind.Kind == "PersistentVolumeClaim":
-		changes, meta, err = c.pvc(req)
+		d.Changes, d.Object, d.err = c.pvc(req)
 	default:
-		// Allowed with a warning rather than denied: a webhook configuration
-		// that matches too much must not stop the cluster, but it should
-		// be seen.
-		allowed.Warnings = []string{fmt.Sprintf("mutator: %s is not handled (only v1 Pod and PersistentVolumeClaim); check the webhook's rules", req.Kind.String())}
-		return allowed, Outcome{Result: Skipped}
+		return Decision{Verdict: Skipped}
 	}
-	if err != nil {
-		return webhook.MakeErrorStatus("mutator: %v", err), Outcome{Result: Rejected}
+	if d.err != nil {
+		return Decision{Verdict: Rejected, err: d.err}
 	}
+	return d
+}
+
+// answer is the one place a Decision becomes an AdmissionResponse; it sets
+// the Verdict of the reviews the rules did not end.
+func (c *Controller) answer(d *Decision) *admissionv1.AdmissionResponse {
+	allowed := &admissionv1.AdmissionResponse{Allowed: true}
+	switch d.Verdict {
+	case Excluded:
+		return allowed
+	case Skipped:
+		// Allowed with a warning rather than denied: a webhook
+		// configuration that matches too much must not stop the cluster,
+		// but it should be seen.
+		allowed.Warnings = []string{fmt.Sprintf("mutator: %s is not handled (only v1 Pod and PersistentVolumeClaim); check the webhook's rules", d.Request.Kind.String())}
+		return allowed
+	case Rejected:
+		return webhook.MakeErrorStatus("mutator: %v", d.err)
+	}
+	problems := append(d.Problems[:len(d.Problems):len(d.Problems)], d.mirrorDenied...)
 	if len(problems) > 0 && !c.audit {
 		// The provenance guarantee: a Pod that would pull an image no
 		// allowed registry serves is refused, never admitted with the
 		// original reference.
 		resp := deny(problems)
-		resp.AuditAnnotations = auditAnnotations(Denied, changes, problems)
-		return resp, Outcome{Object: meta, Result: Denied, Problems: problems}
-	}
-	var (
-		fallbacks    []MirrorFallback
-		mirrorWarns  []string
-		mirrorDenied []mutation.Problem
-	)
-	if c.mirror != nil && len(changes) > 0 {
-		// After the rules, so that they stay pure; only rewritten images
-		// are checked, on CREATE and UPDATE alike.
-		changes, fallbacks, mirrorWarns, mirrorDenied = c.mirror.check(ctx, changes, c.audit)
-		if len(mirrorDenied) > 0 && !c.audit {
-			resp := deny(mirrorDenied)
-			resp.AuditAnnotations = mirrorAnnotations(auditAnnotations(Denied, changes, mirrorDenied), fallbacks)
-			return resp, Outcome{Object: meta, Result: Denied, Problems: mirrorDenied, MirrorFallbacks: fallbacks}
-		}
+		resp.AuditAnnotations = mirrorAnnotations(auditAnnotations(Denied, d.Changes, problems), d.MirrorFallbacks)
+		d.Verdict, d.Changes, d.Problems = Denied, nil, problems
+		return resp
 	}
 	// In audit mode, fallbacks alone are reported as an audited review.
-	if len(changes) == 0 && len(problems) == 0 && len(mirrorDenied) == 0 && (len(fallbacks) == 0 || !c.audit) {
-		allowed.Warnings = bounded(mirrorWarns)
-		allowed.AuditAnnotations = mirrorAnnotations(nil, fallbacks)
-		return allowed, Outcome{Object: meta, Result: Unchanged, MirrorFallbacks: fallbacks}
+	if len(d.Changes) == 0 && len(problems) == 0 && (len(d.MirrorFallbacks) == 0 || !c.audit) {
+		allowed.Warnings = bounded(d.mirrorWarns)
+		allowed.AuditAnnotations = mirrorAnnotations(nil, d.MirrorFallbacks)
+		d.Verdict = Unchanged
+		return allowed
 	}
 	if c.audit {
 		// mirrorWarns word the mirror's would-be denials themselves.
-		allowed.Warnings = bounded(append(append(describe(changes, true), describeProblems(problems)...), mirrorWarns...))
-		problems = append(problems, mirrorDenied...)
-		allowed.AuditAnnotations = mirrorAnnotations(auditAnnotations(Audited, changes, problems), fallbacks)
-		return allowed, Outcome{Object: meta, Result: Audited, Changes: changes, Problems: problems, MirrorFallbacks: fallbacks}
+		allowed.Warnings = bounded(append(append(describe(d.Changes, true), describeProblems(d.Problems)...), d.mirrorWarns...))
+		allowed.AuditAnnotations = mirrorAnnotations(auditAnnotations(Audited, d.Changes, problems), d.MirrorFallbacks)
+		d.Verdict, d.Problems = Audited, problems
+		return allowed
 	}
-	patch, err := mutation.Patch(changes)
+	patch, err := mutation.Patch(d.Changes)
 	if err != nil {
-		return internalError(err), Outcome{Object: meta, Result: Rejected}
+		d.Verdict, d.Changes = Rejected, nil
+		return internalError(err)
 	}
 	pt := admissionv1.PatchTypeJSONPatch
 	allowed.Patch, allowed.PatchType = patch, &pt
 	if c.warnings {
-		allowed.Warnings = describe(changes, false)
+		allowed.Warnings = describe(d.Changes, false)
 	}
 	// Fallback warnings whatever WARNINGS says: the Pod is not getting
 	// what the mirror check promised.
-	allowed.Warnings = bounded(append(allowed.Warnings, mirrorWarns...))
-	allowed.AuditAnnotations = mirrorAnnotations(auditAnnotations(Patched, changes, nil), fallbacks)
-	return allowed, Outcome{Object: meta, Result: Patched, Changes: changes, MirrorFallbacks: fallbacks}
+	allowed.Warnings = bounded(append(allowed.Warnings, d.mirrorWarns...))
+	allowed.AuditAnnotations = mirrorAnnotations(auditAnnotations(Patched, d.Changes, nil), d.MirrorFallbacks)
+	d.Verdict = Patched
+	return allowed
 }
 
 func (c *Controller) pod(req *admissionv1.AdmissionRequest) ([]mutation.Change, []mutation.Problem, mutation.Metadata, error) {
@@ -288,7 +311,7 @@ func bounded(warnings []string) []string {
 // auditAnnotations summarise a review for the cluster's audit log, where
 // the API server records them under the webhook's name
 // (mutate.mutator.dev/result, .../changes, .../refused).
-func auditAnnotations(result Result, changes []mutation.Change, problems []mutation.Problem) map[string]string {
+func auditAnnotations(result Verdict, changes []mutation.Change, problems []mutation.Problem) map[string]string {
 	a := map[string]string{"result": string(result), "changes": strconv.Itoa(len(changes))}
 	if len(problems) > 0 {
 		a["refused"] = strconv.Itoa(len(problems))

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"unicode/utf8"
 
-	jsonpatch "gopkg.in/evanphx/json-patch.v4"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/mutator-dev/mutator/function/admission"
 	"github.com/mutator-dev/mutator/function/config"
+	"github.com/mutator-dev/mutator/internal/testkit"
 )
 
 var (
@@ -27,10 +27,10 @@ var (
 
 type recorder struct {
 	mu       sync.Mutex
-	outcomes []admission.Outcome
+	outcomes []admission.Decision
 }
 
-func (r *recorder) Observe(_ context.Context, o admission.Outcome) {
+func (r *recorder) Observe(_ context.Context, o admission.Decision) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.outcomes = append(r.outcomes, o)
@@ -55,7 +55,7 @@ func pod(images ...string) *corev1.Pod {
 }
 
 func TestAdmit(t *testing.T) {
-	base := config.Config{Registry: "r.example.com", ImagePullSecret: "regcred", ForceImagePullPolicy: true,
+	base := config.Env{Registry: "r.example.com", ImagePullSecret: "regcred", ForceImagePullPolicy: true,
 		ImagePullPolicyToForce: "IfNotPresent", DefaultStorageClass: "standard", ExcludeNamespaces: []string{"skip"}, Mode: config.Enforce}
 	audit := base
 	audit.Mode = config.Audit
@@ -73,9 +73,9 @@ func TestAdmit(t *testing.T) {
 
 	tests := []struct {
 		name         string
-		cfg          config.Config
+		cfg          config.Env
 		req          func(t *testing.T) *admissionv1.AdmissionRequest
-		wantResult   admission.Result
+		wantVerdict  admission.Verdict
 		wantImages   []string // container images after the patch, for Pods
 		wantPolicy   corev1.PullPolicy
 		wantSecrets  []string
@@ -87,33 +87,33 @@ func TestAdmit(t *testing.T) {
 		req: func(t *testing.T) *admissionv1.AdmissionRequest {
 			return &admissionv1.AdmissionRequest{UID: "1", Kind: podGVK, Operation: admissionv1.Create, Namespace: "team", Object: raw(t, pod("nginx:1.27", "quay.io/a/b:v2"))}
 		},
-		wantResult: admission.Patched, wantPatch: true,
+		wantVerdict: admission.Patched, wantPatch: true,
 		wantImages: []string{"r.example.com/nginx:1.27", "r.example.com/a/b:v2"}, wantPolicy: "IfNotPresent", wantSecrets: []string{"regcred"},
 	}, {
 		name: "dry run is mutated the same way", cfg: base,
 		req: func(t *testing.T) *admissionv1.AdmissionRequest {
 			return &admissionv1.AdmissionRequest{UID: "1", Kind: podGVK, Operation: admissionv1.Create, Namespace: "team", DryRun: &dry, Object: raw(t, pod("nginx:1.27"))}
 		},
-		wantResult: admission.Patched, wantPatch: true, wantImages: []string{"r.example.com/nginx:1.27"}, wantPolicy: "IfNotPresent", wantSecrets: []string{"regcred"},
+		wantVerdict: admission.Patched, wantPatch: true, wantImages: []string{"r.example.com/nginx:1.27"}, wantPolicy: "IfNotPresent", wantSecrets: []string{"regcred"},
 	}, {
 		name: "excluded namespace", cfg: base,
 		req: func(t *testing.T) *admissionv1.AdmissionRequest {
 			return &admissionv1.AdmissionRequest{UID: "1", Kind: podGVK, Operation: admissionv1.Create, Namespace: "skip", Object: raw(t, pod("nginx:1.27"))}
 		},
-		wantResult: admission.Excluded, wantImages: []string{"nginx:1.27"},
+		wantVerdict: admission.Excluded, wantImages: []string{"nginx:1.27"},
 	}, {
 		name: "audit mode warns and does not patch", cfg: audit,
 		req: func(t *testing.T) *admissionv1.AdmissionRequest {
 			return &admissionv1.AdmissionRequest{UID: "1", Kind: podGVK, Operation: admissionv1.Create, Namespace: "team", Object: raw(t, pod("nginx:1.27"))}
 		},
-		wantResult: admission.Audited, wantImages: []string{"nginx:1.27"},
+		wantVerdict: admission.Audited, wantImages: []string{"nginx:1.27"},
 		wantWarnings: []string{`image "nginx:1.27" would become "r.example.com/nginx:1.27" (container "a")`, `pull-policy would be set to "IfNotPresent"`, `pull-secret would be set to "regcred"`},
 	}, {
 		name: "enforce mode with warnings", cfg: warn,
 		req: func(t *testing.T) *admissionv1.AdmissionRequest {
 			return &admissionv1.AdmissionRequest{UID: "1", Kind: podGVK, Operation: admissionv1.Create, Namespace: "team", Object: raw(t, pod("nginx:1.27"))}
 		},
-		wantResult: admission.Patched, wantPatch: true, wantImages: []string{"r.example.com/nginx:1.27"}, wantPolicy: "IfNotPresent", wantSecrets: []string{"regcred"},
+		wantVerdict: admission.Patched, wantPatch: true, wantImages: []string{"r.example.com/nginx:1.27"}, wantPolicy: "IfNotPresent", wantSecrets: []string{"regcred"},
 		wantWarnings: []string{`image "nginx:1.27" became "r.example.com/nginx:1.27"`},
 	}, {
 		name: "label-only update of an old pod gets no patch", cfg: base,
@@ -123,7 +123,7 @@ func TestAdmit(t *testing.T) {
 			updated.Labels = map[string]string{"x": "y"}
 			return &admissionv1.AdmissionRequest{UID: "1", Kind: podGVK, Operation: admissionv1.Update, Namespace: "team", Object: raw(t, updated), OldObject: raw(t, old)}
 		},
-		wantResult: admission.Unchanged, wantImages: []string{"nginx:1.27"},
+		wantVerdict: admission.Unchanged, wantImages: []string{"nginx:1.27"},
 	}, {
 		name: "update that changes an image rewrites only that image", cfg: base,
 		req: func(t *testing.T) *admissionv1.AdmissionRequest {
@@ -131,53 +131,50 @@ func TestAdmit(t *testing.T) {
 			updated := pod("nginx:1.28", "redis:7")
 			return &admissionv1.AdmissionRequest{UID: "1", Kind: podGVK, Operation: admissionv1.Update, Namespace: "team", Object: raw(t, updated), OldObject: raw(t, old)}
 		},
-		wantResult: admission.Patched, wantPatch: true, wantImages: []string{"r.example.com/nginx:1.28", "redis:7"},
+		wantVerdict: admission.Patched, wantPatch: true, wantImages: []string{"r.example.com/nginx:1.28", "redis:7"},
 	}, {
 		name: "ephemeral container added by kubectl debug", cfg: base,
 		req: func(t *testing.T) *admissionv1.AdmissionRequest {
 			return &admissionv1.AdmissionRequest{UID: "1", Kind: podGVK, Operation: admissionv1.Update, SubResource: "ephemeralcontainers", Namespace: "team",
 				Object: raw(t, withEphemeral), OldObject: raw(t, pod("r.example.com/nginx:1"))}
 		},
-		wantResult: admission.Patched, wantPatch: true, wantImages: []string{"r.example.com/nginx:1", "r.example.com/busybox:1.36"},
+		wantVerdict: admission.Patched, wantPatch: true, wantImages: []string{"r.example.com/nginx:1", "r.example.com/busybox:1.36"},
 	}, {
 		name: "status update is skipped", cfg: base,
 		req: func(t *testing.T) *admissionv1.AdmissionRequest {
 			return &admissionv1.AdmissionRequest{UID: "1", Kind: podGVK, Operation: admissionv1.Update, SubResource: "status", Namespace: "team",
 				Object: raw(t, pod("nginx:2")), OldObject: raw(t, pod("nginx:1"))}
 		},
-		wantResult: admission.Unchanged, wantImages: []string{"nginx:2"},
+		wantVerdict: admission.Unchanged, wantImages: []string{"nginx:2"},
 	}, {
 		name: "delete is ignored", cfg: base,
 		req: func(t *testing.T) *admissionv1.AdmissionRequest {
 			return &admissionv1.AdmissionRequest{UID: "1", Kind: podGVK, Operation: admissionv1.Delete, Namespace: "team", OldObject: raw(t, pod("nginx:1"))}
 		},
-		wantResult: admission.Unchanged,
+		wantVerdict: admission.Unchanged,
 	}, {
 		name: "pvc without class", cfg: base,
 		req: func(t *testing.T) *admissionv1.AdmissionRequest {
 			return &admissionv1.AdmissionRequest{UID: "1", Kind: pvcGVK, Operation: admissionv1.Create, Namespace: "team", Object: raw(t, classless)}
 		},
-		wantResult: admission.Patched, wantPatch: true, wantClass: ptr.To("standard"),
+		wantVerdict: admission.Patched, wantPatch: true, wantClass: ptr.To("standard"),
 	}, {
 		name: "pvc with explicitly no class", cfg: base,
 		req: func(t *testing.T) *admissionv1.AdmissionRequest {
 			return &admissionv1.AdmissionRequest{UID: "1", Kind: pvcGVK, Operation: admissionv1.Create, Namespace: "team", Object: raw(t, explicitNone)}
 		},
-		wantResult: admission.Unchanged, wantClass: ptr.To(""),
+		wantVerdict: admission.Unchanged, wantClass: ptr.To(""),
 	}, {
 		name: "other kinds are skipped with a warning", cfg: base,
 		req: func(t *testing.T) *admissionv1.AdmissionRequest {
 			return &admissionv1.AdmissionRequest{UID: "1", Kind: metav1.GroupVersionKind{Group: "apps", Version: "v1", Kind: "Deployment"}, Operation: admissionv1.Create, Namespace: "team", Object: runtime.RawExtension{Raw: []byte(`{}`)}}
 		},
-		wantResult: admission.Skipped, wantWarnings: []string{"not handled"},
+		wantVerdict: admission.Skipped, wantWarnings: []string{"not handled"},
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			rec := &recorder{}
-			c, err := admission.New(tt.cfg, nil, rec)
-			if err != nil {
-				t.Fatal(err)
-			}
+			c := testkit.Controller(t, tt.cfg, nil, rec)
 			req := tt.req(t)
 			resp := c.Admit(context.Background(), req)
 			if !resp.Allowed {
@@ -186,24 +183,15 @@ func TestAdmit(t *testing.T) {
 			if (len(resp.Patch) > 0) != tt.wantPatch {
 				t.Fatalf("patch = %s, want patch: %v", resp.Patch, tt.wantPatch)
 			}
-			if len(rec.outcomes) != 1 || rec.outcomes[0].Result != tt.wantResult {
-				t.Fatalf("outcomes = %+v, want one %q", rec.outcomes, tt.wantResult)
+			if len(rec.outcomes) != 1 || rec.outcomes[0].Verdict != tt.wantVerdict {
+				t.Fatalf("outcomes = %+v, want one %q", rec.outcomes, tt.wantVerdict)
 			}
 			for _, w := range tt.wantWarnings {
 				if !strings.Contains(strings.Join(resp.Warnings, "\n"), w) {
 					t.Errorf("warnings %q lack %q", resp.Warnings, w)
 				}
 			}
-			obj := req.Object.Raw
-			if len(resp.Patch) > 0 {
-				p, err := jsonpatch.DecodePatch(resp.Patch)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if obj, err = p.Apply(obj); err != nil {
-					t.Fatalf("applying %s: %v", resp.Patch, err)
-				}
-			}
+			obj := testkit.ApplyPatch(t, req.Object.Raw, resp.Patch)
 			if req.Kind == pvcGVK {
 				var pvc corev1.PersistentVolumeClaim
 				if err := json.Unmarshal(obj, &pvc); err != nil {
@@ -246,10 +234,7 @@ func TestAdmit(t *testing.T) {
 }
 
 func TestAdmitNilRequest(t *testing.T) {
-	c, err := admission.New(config.Config{ImagePullPolicyToForce: "Always"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := testkit.Controller(t, config.Env{ImagePullPolicyToForce: "Always"}, nil)
 	if resp := c.Admit(context.Background(), nil); resp.Allowed || resp.Result == nil || resp.Result.Code != 400 {
 		t.Fatalf("nil request answered %+v", resp)
 	}
@@ -260,7 +245,7 @@ func TestAdmitNilRequest(t *testing.T) {
 // volume and the reason, and only warned about in audit mode.
 func TestAdmitRefused(t *testing.T) {
 	long := "evil.example.com/" + strings.Repeat("a", 250) + ":1"
-	enforce := config.Config{Registry: "registry.example.com/mirror", Mode: config.Enforce, ImagePullPolicyToForce: "Always"}
+	enforce := config.Env{Registry: "registry.example.com/mirror", Mode: config.Enforce, ImagePullPolicyToForce: "Always"}
 	audit := enforce
 	audit.Mode = config.Audit
 	volumePod := pod("nginx")
@@ -268,12 +253,12 @@ func TestAdmitRefused(t *testing.T) {
 	hugePod := pod("quay.io/" + strings.Repeat("c", 64<<10))
 	updated := pod("nginx", long)
 	tests := []struct {
-		name       string
-		cfg        config.Config
-		op         admissionv1.Operation
-		obj, old   *corev1.Pod
-		wantResult admission.Result
-		wantText   []string // in the denial message, or in the audit warnings
+		name        string
+		cfg         config.Env
+		op          admissionv1.Operation
+		obj, old    *corev1.Pod
+		wantVerdict admission.Verdict
+		wantText    []string // in the denial message, or in the audit warnings
 	}{
 		{"overlong rewrite of a container image", enforce, admissionv1.Create, pod("nginx", long), nil, admission.Denied,
 			[]string{`container "b"`, `image "evil.example.com/aaaa`, "cannot be pulled from an allowed registry", "is not a valid reference", "255 characters"}},
@@ -289,17 +274,14 @@ func TestAdmitRefused(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			rec := &recorder{}
-			c, err := admission.New(tt.cfg, nil, rec)
-			if err != nil {
-				t.Fatal(err)
-			}
+			c := testkit.Controller(t, tt.cfg, nil, rec)
 			req := &admissionv1.AdmissionRequest{UID: "1", Kind: podGVK, Operation: tt.op, Namespace: "team", Object: raw(t, tt.obj)}
 			if tt.old != nil {
 				req.OldObject = raw(t, tt.old)
 			}
 			resp := c.Admit(context.Background(), req)
 			text := strings.Join(resp.Warnings, "\n")
-			if tt.wantResult == admission.Denied {
+			if tt.wantVerdict == admission.Denied {
 				if resp.Allowed || resp.Result == nil || resp.Result.Code != 403 || len(resp.Patch) > 0 {
 					t.Fatalf("answer %+v, want a 403 denial without a patch", resp)
 				}
@@ -315,8 +297,8 @@ func TestAdmitRefused(t *testing.T) {
 					t.Errorf("%q lacks %q", text, w)
 				}
 			}
-			if len(rec.outcomes) != 1 || rec.outcomes[0].Result != tt.wantResult || len(rec.outcomes[0].Problems) == 0 {
-				t.Fatalf("outcomes = %+v, want one %q with problems", rec.outcomes, tt.wantResult)
+			if len(rec.outcomes) != 1 || rec.outcomes[0].Verdict != tt.wantVerdict || len(rec.outcomes[0].Problems) == 0 {
+				t.Fatalf("outcomes = %+v, want one %q with problems", rec.outcomes, tt.wantVerdict)
 			}
 			t.Logf("message: %s", text)
 		})
@@ -326,12 +308,9 @@ func TestAdmitRefused(t *testing.T) {
 // TestWarningsBoundedAndAudited: each warning fits one line, a Pod with
 // many changes gets a summary, and the audit log gets annotations.
 func TestWarningsBoundedAndAudited(t *testing.T) {
-	cfg := config.Config{Registry: "registry.example.com/mirror", ImagePullPolicyToForce: "Always", ForceImagePullPolicy: true,
+	cfg := config.Env{Registry: "registry.example.com/mirror", ImagePullPolicyToForce: "Always", ForceImagePullPolicy: true,
 		Mode: config.Enforce, Warnings: true}
-	c, err := admission.New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := testkit.Controller(t, cfg, nil)
 	var imgs []string
 	for i := range 20 {
 		imgs = append(imgs, "quay.io/some-organisation/"+strings.Repeat("x", 60)+strconv.Itoa(i)+":1.2.3")

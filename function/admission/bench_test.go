@@ -9,8 +9,8 @@ import (
 
 	admissionv1 "k8s.io/api/admission/v1"
 
-	"github.com/mutator-dev/mutator/function/admission"
 	"github.com/mutator-dev/mutator/function/config"
+	"github.com/mutator-dev/mutator/internal/testkit"
 )
 
 func loadReview(tb testing.TB, name string) *admissionv1.AdmissionRequest {
@@ -26,8 +26,8 @@ func loadReview(tb testing.TB, name string) *admissionv1.AdmissionRequest {
 	return review.Request
 }
 
-func benchConfig() config.Config {
-	return config.Config{
+func benchConfig() config.Env {
+	return config.Env{
 		Registry: "registry.example.com/mirror", ImagePullSecret: "regcred",
 		ForceImagePullPolicy: true, ImagePullPolicyToForce: "Always",
 		DefaultStorageClass: "standard", Mode: config.Enforce,
@@ -42,10 +42,7 @@ func BenchmarkAdmitPod(b *testing.B) { benchAdmit(b, "pod-review.json") }
 func BenchmarkAdmitPVC(b *testing.B) { benchAdmit(b, "pvc-review.json") }
 
 func benchAdmit(b *testing.B, file string) {
-	c, err := admission.New(benchConfig(), nil)
-	if err != nil {
-		b.Fatal(err)
-	}
+	c := testkit.Controller(b, benchConfig(), nil)
 	req := loadReview(b, file)
 	ctx := context.Background()
 	b.ReportAllocs()

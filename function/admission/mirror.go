@@ -5,13 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/distribution/reference"
+	"go.uber.org/zap"
 	"knative.dev/pkg/apis"
 
 	"github.com/mutator-dev/mutator/function/config"
+	"github.com/mutator-dev/mutator/function/copier"
 	"github.com/mutator-dev/mutator/function/mirror"
 	"github.com/mutator-dev/mutator/function/mutation"
 )
@@ -20,31 +24,51 @@ import (
 // *mirror.Checker implements it.
 type MirrorChecker interface {
 	// Cached answers from memory only; ok is false when it cannot.
-	Cached(ctx context.Context, ref string) (mirror.Result, bool)
+	Cached(ctx context.Context, ref string) (mirror.Lookup, bool)
 	// Exists asks the registry; the error is nil exactly when the outcome
 	// is Present or Missing.
-	Exists(ctx context.Context, ref string) (mirror.Result, error)
+	Exists(ctx context.Context, ref string) (mirror.Lookup, error)
 }
 
 // MirrorAction is what was done with an image whose mirror check did not
 // come back present.
 type MirrorAction string
 
-// The actions, from MIRROR_MISSING (deny, original, warn) and
+// The actions, from MIRROR_MISSING (deny, original, warn, copy) and
 // MIRROR_UNREACHABLE (rewrite, deny).
 const (
 	MirrorDeny     MirrorAction = "deny"     // the review was denied
 	MirrorOriginal MirrorAction = "original" // the image was left as written: no provenance for it
 	MirrorWarn     MirrorAction = "warn"     // rewritten anyway, with a warning
 	MirrorRewrite  MirrorAction = "rewrite"  // rewritten unchecked: the check could not tell
+	// MirrorCopy: the review was denied, as with deny, and the copier
+	// asked to copy the image into the mirror; a retry once it is there
+	// is admitted.
+	MirrorCopy MirrorAction = "copy"
 )
+
+// CopyRequester asks for an image the mirror lacks to be copied into it
+// (MIRROR_MISSING=copy); *CopyRequests implements it. RequestCopy is called
+// on the review's path: it must not block, and it cannot fail the review.
+type CopyRequester interface {
+	RequestCopy(ctx context.Context, req copier.Request)
+}
+
+// MirrorOption configures CheckMirror.
+type MirrorOption func(*mirrorCheck)
+
+// WithCopyRequester gives the mirror stage where to send copy requests;
+// MIRROR_MISSING=copy needs one.
+func WithCopyRequester(r CopyRequester) MirrorOption {
+	return func(m *mirrorCheck) { m.copies = r }
+}
 
 // MirrorFallback is one image whose mirror check did not come back present.
 type MirrorFallback struct {
-	Where  string         // e.g. `container "app"`
-	Image  string         // as the Pod wrote it
-	Mirror string         // the rewritten reference that was checked
-	Reason mirror.Outcome // missing, error, timeout, circuit-open or skipped (not checked: over the review's lookup limit)
+	Where  string        // e.g. `container "app"`
+	Image  string        // as the Pod wrote it
+	Mirror string        // the rewritten reference that was checked
+	Reason mirror.Status // missing, error, timeout, circuit-open or skipped (not checked: over the review's lookup limit)
 	Action MirrorAction
 	Err    error // for reasons other than missing: why the check could not tell
 	// More counts further images with the same action and reason that
@@ -56,10 +80,13 @@ type MirrorFallback struct {
 // mirrorCheck is the controller's MIRROR_CHECK; nil when it is off.
 type mirrorCheck struct {
 	checker     MirrorChecker
-	missing     MirrorAction // deny, original or warn
+	missing     MirrorAction // deny, original, warn or copy
 	unreachable MirrorAction // rewrite or deny
 	budget      time.Duration
 	maxLookups  int
+	pin         bool // PIN_DIGESTS
+	logger      *zap.Logger
+	copies      CopyRequester // MIRROR_MISSING=copy
 	// notChecked and untracked are the errors of images not checked, one
 	// value each for every review.
 	notChecked, untracked error
@@ -90,23 +117,35 @@ const (
 	DefaultWebhookTimeout = 10 * time.Second
 )
 
-// CheckMirror turns the mirror check on with cfg's MIRROR_* policies. Call
-// it before the controller serves: it is not safe concurrently with Admit.
-func (c *Controller) CheckMirror(checker MirrorChecker, cfg config.Config) error {
+// CheckMirror turns the mirror check on: every rewritten image is looked up
+// through checker before the review is answered, and policy says what
+// happens to images the mirror lacks or the check cannot answer for, and
+// whether present ones are pinned to their digest (PIN_DIGESTS).
+// MIRROR_MISSING=copy needs WithCopyRequester. Call it before the
+// controller serves: it is not safe concurrently with Admit.
+func (c *Controller) CheckMirror(checker MirrorChecker, policy config.Mirror, opts ...MirrorOption) error {
 	if checker == nil {
 		return errors.New("admission: CheckMirror needs a checker")
 	}
-	m := &mirrorCheck{checker: checker, missing: MirrorAction(cfg.MirrorMissing),
-		unreachable: MirrorAction(cfg.MirrorUnreachable), budget: cfg.MirrorCheckReviewBudget, maxLookups: cfg.MirrorCheckMaxLookups}
+	m := &mirrorCheck{checker: checker, missing: MirrorAction(policy.Missing),
+		unreachable: MirrorAction(policy.Unreachable), budget: policy.ReviewBudget, maxLookups: policy.MaxLookups,
+		pin: policy.PinDigests, logger: c.logger.Named("mirror")}
+	for _, o := range opts {
+		o(m)
+	}
 	switch m.missing {
 	case MirrorDeny, MirrorOriginal, MirrorWarn:
+	case MirrorCopy:
+		if m.copies == nil {
+			return errors.New("admission: MIRROR_MISSING copy needs a copy requester (MIRROR_COPY_SINK)")
+		}
 	default:
-		return fmt.Errorf("admission: MIRROR_MISSING %q is not one of deny, original, warn", cfg.MirrorMissing)
+		return fmt.Errorf("admission: MIRROR_MISSING %q is not one of deny, original, warn, copy", policy.Missing)
 	}
 	switch m.unreachable {
 	case MirrorRewrite, MirrorDeny:
 	default:
-		return fmt.Errorf("admission: MIRROR_UNREACHABLE %q is not one of rewrite, deny", cfg.MirrorUnreachable)
+		return fmt.Errorf("admission: MIRROR_UNREACHABLE %q is not one of rewrite, deny", policy.Unreachable)
 	}
 	if m.budget <= 0 {
 		return fmt.Errorf("admission: MIRROR_CHECK_REVIEW_BUDGET %s must be positive", m.budget)
@@ -125,8 +164,100 @@ func (c *Controller) CheckMirror(checker MirrorChecker, cfg config.Config) error
 
 // verdict is one reference's check.
 type verdict struct {
-	res mirror.Result
+	res mirror.Lookup
 	err error
+}
+
+// apply is the mirror stage of a review: it checks d's rewritten images and
+// records what became of each in d. With MIRROR_MISSING=copy it asks for
+// the images the mirror lacks to be copied, in audit mode too (so that the
+// mirror is filled before enforcement), never for a dry run (the webhook
+// declares sideEffects NoneOnDryRun).
+func (m *mirrorCheck) apply(ctx context.Context, d *Decision, pending bool) {
+	copying := m.copies != nil && (d.Request == nil || d.Request.DryRun == nil || !*d.Request.DryRun)
+	d.Changes, d.MirrorFallbacks, d.mirrorWarns, d.mirrorDenied = m.check(ctx, d.Changes, pending, copying)
+	if copying {
+		m.requestCopies(ctx, d)
+	}
+}
+
+// requestCopies asks for each listed fallback that MIRROR_MISSING=copy
+// denied to be copied: at most maxListedFallbacks a review (the images of a
+// larger Pod are asked for on its retries). The requester deduplicates.
+func (m *mirrorCheck) requestCopies(ctx context.Context, d *Decision) {
+	var namespace string
+	if d.Request != nil {
+		namespace = d.Request.Namespace
+	}
+	pod := d.Object.Name
+	if pod == "" {
+		pod = d.Object.GenerateName
+	}
+	n := 0
+	for _, f := range d.MirrorFallbacks {
+		if f.Action != MirrorCopy || n == maxListedFallbacks {
+			continue
+		}
+		source, ok := copySource(f.Image)
+		if !ok {
+			continue
+		}
+		m.copies.RequestCopy(ctx, copier.Request{Source: source, Target: f.Mirror, Namespace: namespace, Pod: pod})
+		n++
+	}
+}
+
+// copySource is the image as the Pod wrote it, as a full reference: its
+// registry, repository and tag spelled out ("nginx" is
+// "docker.io/library/nginx:latest"), its digest kept.
+func copySource(image string) (string, bool) {
+	named, err := reference.ParseNormalizedNamed(image)
+	if err != nil {
+		return "", false
+	}
+	return reference.TagNameOnly(named).String(), true
+}
+
+// validDigest reports whether d is a digest a runtime pulls by: sha256,
+// sha384 or sha512 and its lowercase hex. (The checker's client parsed it
+// already; this does not rely on it. A reference's own parser is a regular
+// expression, slower than the rest of a cached review.)
+func validDigest(d string) bool {
+	algo, hex, ok := strings.Cut(d, ":")
+	if !ok {
+		return false
+	}
+	switch {
+	case algo == "sha256" && len(hex) == 64, algo == "sha384" && len(hex) == 96, algo == "sha512" && len(hex) == 128:
+	default:
+		return false
+	}
+	for i := range len(hex) {
+		if c := hex[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// pinned returns ch with its image pinned to digest (PIN_DIGESTS):
+// "mirror/x:tag" becomes "mirror/x:tag@sha256:…". It returns false, and ch,
+// for an image that carries a digest already and when the pinned reference
+// does not parse (a digest the registry sent that is not one), which is
+// logged.
+func (m *mirrorCheck) pinned(ch mutation.Change, digest string) (mutation.Change, bool) {
+	if digest == "" || strings.ContainsRune(ch.To, '@') {
+		return ch, false
+	}
+	want := ch.To + "@" + digest
+	// ch.To is a valid reference (the rules checked it), so a valid digest
+	// makes a valid one.
+	if !validDigest(digest) {
+		m.logger.Warn("not pinning an image: the mirror's digest does not parse as a digest",
+			zap.String("image", ch.To), zap.String("digest", digest))
+		return ch, false
+	}
+	return ch.WithImage(want), true
 }
 
 // check asks the mirror about every rewritten image of changes and applies
@@ -146,7 +277,12 @@ type verdict struct {
 // from the mirror or not at all), so MIRROR_UNREACHABLE=rewrite costs at
 // worst a Pod that does not start; deny refuses the Pod instead, and a
 // legitimate one is admitted on a retry once the cache holds its images.
-func (m *mirrorCheck) check(ctx context.Context, changes []mutation.Change, pending bool) ([]mutation.Change, []MirrorFallback, []string, []mutation.Problem) {
+//
+// With PIN_DIGESTS, the change of an image found present is pinned to the
+// digest the check found. copying says whether copy requests are sent for
+// this review (MIRROR_MISSING=copy, not a dry run), for the wording of
+// audit-mode warnings.
+func (m *mirrorCheck) check(ctx context.Context, changes []mutation.Change, pending, copying bool) ([]mutation.Change, []MirrorFallback, []string, []mutation.Problem) {
 	var verdicts map[string]verdict
 	var lookups []string
 	for _, ch := range changes {
@@ -169,7 +305,7 @@ func (m *mirrorCheck) check(ctx context.Context, changes []mutation.Change, pend
 			continue
 		}
 		if len(lookups) == m.maxLookups {
-			verdicts[ch.To] = verdict{res: mirror.Result{Outcome: mirror.Skipped}, err: m.notChecked}
+			verdicts[ch.To] = verdict{res: mirror.Lookup{Status: mirror.Skipped}, err: m.notChecked}
 			continue
 		}
 		verdicts[ch.To] = verdict{}
@@ -179,7 +315,7 @@ func (m *mirrorCheck) check(ctx context.Context, changes []mutation.Change, pend
 		m.lookup(ctx, lookups, verdicts)
 	}
 
-	r := fallbackReport{pending: pending}
+	r := fallbackReport{pending: pending, copying: copying}
 	var kept []mutation.Change
 	for i, ch := range changes {
 		if ch.Kind != mutation.KindImage {
@@ -192,18 +328,27 @@ func (m *mirrorCheck) check(ctx context.Context, changes []mutation.Change, pend
 		if !tracked {
 			// Past maxTracked distinct images: the cache may still
 			// answer, nothing else is asked.
-			v = verdict{res: mirror.Result{Outcome: mirror.Skipped}, err: m.untracked}
+			v = verdict{res: mirror.Lookup{Status: mirror.Skipped}, err: m.untracked}
 			if res, ok := m.checker.Cached(ctx, ch.To); ok {
 				v = verdict{res: res}
 			}
 		}
-		if v.err == nil && v.res.Outcome == mirror.Present {
+		if v.err == nil && v.res.Status == mirror.Present {
+			if m.pin {
+				// Cached answers pin too: the cache keeps the digest.
+				if pinned, ok := m.pinned(ch, v.res.Digest); ok {
+					ch = pinned
+					if kept == nil {
+						changes[i] = ch
+					}
+				}
+			}
 			if kept != nil {
 				kept = append(kept, ch)
 			}
 			continue
 		}
-		f := MirrorFallback{Where: ch.Where, Image: ch.From, Mirror: ch.To, Reason: v.res.Outcome, Err: v.err, Action: m.unreachable}
+		f := MirrorFallback{Where: ch.Where, Image: ch.From, Mirror: ch.To, Reason: v.res.Status, Err: v.err, Action: m.unreachable}
 		if v.err == nil { // missing
 			f.Action = m.missing
 		}
@@ -234,6 +379,7 @@ func (m *mirrorCheck) check(ctx context.Context, changes []mutation.Change, pend
 // per image.
 type fallbackReport struct {
 	pending      bool
+	copying      bool // copy requests are sent (MIRROR_MISSING=copy, not a dry run)
 	fallbacks    []MirrorFallback
 	summaries    map[summaryKey]int // index in fallbacks of the summary entry
 	warnings     []string
@@ -244,7 +390,7 @@ type fallbackReport struct {
 
 type summaryKey struct {
 	action MirrorAction
-	reason mirror.Outcome
+	reason mirror.Status
 }
 
 func (r *fallbackReport) add(f MirrorFallback) {
@@ -263,13 +409,17 @@ func (r *fallbackReport) add(f MirrorFallback) {
 		}
 	}
 	switch f.Action {
-	case MirrorDeny:
+	case MirrorDeny, MirrorCopy:
 		if len(r.denied) < maxListedFallbacks {
 			r.denied = append(r.denied, mutation.Problem{Where: f.Where, Err: &MirrorError{f}})
 		} else {
 			r.moreDenied++
 		}
-		if r.pending {
+		if r.pending && f.Action == MirrorCopy {
+			r.warn(func() string {
+				return "mutator: would deny: " + f.Where + ": " + shortReason(f) + ", " + verb(r.copying, "would be copied", "being copied")
+			})
+		} else if r.pending {
 			r.warn(func() string { return "mutator: would deny: " + f.Where + ": " + shortReason(f) })
 		}
 	case MirrorOriginal:
@@ -330,7 +480,7 @@ func (m *mirrorCheck) lookup(ctx context.Context, refs []string, verdicts map[st
 				lateOnce.Do(func() {
 					late = fmt.Errorf("not checked: the review's %s for mirror checks had passed: %w", budget, context.Cause(ctx))
 				})
-				out[i] = verdict{res: mirror.Result{Outcome: mirror.Timeout}, err: late}
+				out[i] = verdict{res: mirror.Lookup{Status: mirror.Timeout}, err: late}
 				continue
 			}
 			res, err := m.checker.Exists(ctx, refs[i])
@@ -397,6 +547,14 @@ type MirrorError struct{ Fallback MirrorFallback }
 
 func (e *MirrorError) Error() string {
 	f := e.Fallback
+	if f.Reason == mirror.Missing && f.Action == MirrorCopy {
+		source, ok := copySource(f.Image)
+		if !ok {
+			source = f.Image
+		}
+		return fmt.Sprintf("image %q is not on the mirror yet: being copied from %q to %q; the controller's retry admits the Pod once it is there (MIRROR_MISSING=copy)",
+			f.Image, source, f.Mirror)
+	}
 	if f.Reason == mirror.Missing {
 		return fmt.Sprintf("image %q is not in the mirror: %q was not found (MIRROR_MISSING=deny)", f.Image, f.Mirror)
 	}

@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	jsonpatch "gopkg.in/evanphx/json-patch.v4"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	"knative.dev/pkg/apis"
@@ -23,6 +22,7 @@ import (
 	"github.com/mutator-dev/mutator/function/config"
 	"github.com/mutator-dev/mutator/function/mirror"
 	"github.com/mutator-dev/mutator/function/mirror/mirrortest"
+	"github.com/mutator-dev/mutator/internal/testkit"
 )
 
 // TestAdmitMirrorCheck runs reviews through the controller with the mirror
@@ -36,8 +36,8 @@ func TestAdmitMirrorCheck(t *testing.T) {
 	hung := mirrortest.New(t, mirrortest.Options{})
 	hung.SetHang(true)
 
-	cfgFor := func(reg *mirrortest.Registry, missing, unreachable string, mode config.Mode) config.Config {
-		return config.Config{Registry: reg.Host + "/mirror", Mode: mode, ForceImagePullPolicy: true, ImagePullPolicyToForce: "IfNotPresent",
+	cfgFor := func(reg *mirrortest.Registry, missing, unreachable string, mode config.Mode) config.Env {
+		return config.Env{Registry: reg.Host + "/mirror", Mode: mode, ForceImagePullPolicy: true, ImagePullPolicyToForce: "IfNotPresent",
 			MirrorCheck: true, MirrorCheckTimeout: 300 * time.Millisecond, MirrorCheckReviewBudget: time.Second,
 			MirrorMissing: missing, MirrorUnreachable: unreachable}
 	}
@@ -51,45 +51,45 @@ func TestAdmitMirrorCheck(t *testing.T) {
 	tests := []struct {
 		name          string
 		reg           *mirrortest.Registry
-		cfg           config.Config
+		cfg           config.Env
 		off           bool // leave the check off
 		req           func(t *testing.T) *admissionv1.AdmissionRequest
-		wantResult    admission.Result
+		wantVerdict   admission.Verdict
 		wantImages    []string // after the patch; nil for a denial
 		wantText      []string // in the denial message or the warnings
 		wantFallbacks []admission.MirrorAction
 		wantHeads     int64 // manifest HEADs the registry got
 	}{{
 		name: "present: rewritten, no warning", reg: good, cfg: cfgFor(good, "deny", "rewrite", config.Enforce),
-		req:        create(pod("nginx:1.27")),
-		wantResult: admission.Patched, wantImages: []string{in(good, "nginx:1.27")}, wantHeads: 1,
+		req:         create(pod("nginx:1.27")),
+		wantVerdict: admission.Patched, wantImages: []string{in(good, "nginx:1.27")}, wantHeads: 1,
 	}, {
 		name: "one rewrite from two spellings: one lookup", reg: good, cfg: cfgFor(good, "deny", "rewrite", config.Enforce),
-		req:        create(pod("nginx:1.27", "docker.io/nginx:1.27", "nginx:1.27")),
-		wantResult: admission.Patched, wantImages: []string{in(good, "nginx:1.27"), in(good, "nginx:1.27"), in(good, "nginx:1.27")},
+		req:         create(pod("nginx:1.27", "docker.io/nginx:1.27", "nginx:1.27")),
+		wantVerdict: admission.Patched, wantImages: []string{in(good, "nginx:1.27"), in(good, "nginx:1.27"), in(good, "nginx:1.27")},
 		wantHeads: 1,
 	}, {
 		name: "missing, deny: 403 naming image and mirror", reg: good, cfg: cfgFor(good, "deny", "rewrite", config.Enforce),
 		req:           create(pod("nginx:1.27", "redis:7")),
-		wantResult:    admission.Denied,
+		wantVerdict:   admission.Denied,
 		wantText:      []string{`container "b": image "redis:7" is not in the mirror: "` + in(good, "redis:7") + `" was not found`},
 		wantFallbacks: []admission.MirrorAction{admission.MirrorDeny}, wantHeads: 2,
 	}, {
 		name: "missing, original: left as written, pull policy still forced", reg: good, cfg: cfgFor(good, "original", "rewrite", config.Enforce),
-		req:        create(pod("nginx:1.27", "redis:7")),
-		wantResult: admission.Patched, wantImages: []string{in(good, "nginx:1.27"), "redis:7"},
+		req:         create(pod("nginx:1.27", "redis:7")),
+		wantVerdict: admission.Patched, wantImages: []string{in(good, "nginx:1.27"), "redis:7"},
 		wantText:      []string{`image "redis:7" left as written: not in the mirror (container "b")`},
 		wantFallbacks: []admission.MirrorAction{admission.MirrorOriginal}, wantHeads: 2,
 	}, {
 		name: "missing, warn: rewritten with a warning", reg: good, cfg: cfgFor(good, "warn", "rewrite", config.Enforce),
-		req:        create(pod("redis:7")),
-		wantResult: admission.Patched, wantImages: []string{in(good, "redis:7")},
+		req:         create(pod("redis:7")),
+		wantVerdict: admission.Patched, wantImages: []string{in(good, "redis:7")},
 		wantText:      []string{`image "redis:7" became "` + in(good, "redis:7") + `": not in the mirror`},
 		wantFallbacks: []admission.MirrorAction{admission.MirrorWarn}, wantHeads: 1,
 	}, {
 		name: "missing in audit mode: would deny", reg: good, cfg: cfgFor(good, "deny", "rewrite", config.Audit),
 		req:           create(pod("redis:7")),
-		wantResult:    admission.Audited,
+		wantVerdict:   admission.Audited,
 		wantText:      []string{`would deny: container "a": not in the mirror`, `image "redis:7" would become`},
 		wantFallbacks: []admission.MirrorAction{admission.MirrorDeny}, wantHeads: 1,
 	}, {
@@ -98,45 +98,42 @@ func TestAdmitMirrorCheck(t *testing.T) {
 			return &admissionv1.AdmissionRequest{UID: "1", Kind: podGVK, Operation: admissionv1.Update, Namespace: "team",
 				Object: raw(t, pod(in(good, "nginx:1.27"), "redis:7")), OldObject: raw(t, pod(in(good, "nginx:1.27"), in(good, "nginx:1.27")))}
 		},
-		wantResult: admission.Denied, wantText: []string{`image "redis:7" is not in the mirror`},
+		wantVerdict: admission.Denied, wantText: []string{`image "redis:7" is not in the mirror`},
 		wantFallbacks: []admission.MirrorAction{admission.MirrorDeny}, wantHeads: 1,
 	}, {
 		name: "registry answers 503, rewrite: fail open with a warning", reg: failing, cfg: cfgFor(failing, "deny", "rewrite", config.Enforce),
-		req:        create(pod("nginx:1.27")),
-		wantResult: admission.Patched, wantImages: []string{in(failing, "nginx:1.27")},
+		req:         create(pod("nginx:1.27")),
+		wantVerdict: admission.Patched, wantImages: []string{in(failing, "nginx:1.27")},
 		wantText:      []string{`image "nginx:1.27" became "` + in(failing, "nginx:1.27") + `": mirror check failed (error)`},
 		wantFallbacks: []admission.MirrorAction{admission.MirrorRewrite},
 	}, {
 		name: "registry answers 503, deny: fail closed", reg: failing, cfg: cfgFor(failing, "deny", "deny", config.Enforce),
 		req:           create(pod("nginx:1.27")),
-		wantResult:    admission.Denied,
+		wantVerdict:   admission.Denied,
 		wantText:      []string{`image "nginx:1.27": cannot tell whether the mirror has "` + in(failing, "nginx:1.27") + `"`, "503"},
 		wantFallbacks: []admission.MirrorAction{admission.MirrorDeny},
 	}, {
 		name: "hung registry: bounded by the timeout, fail open", reg: hung, cfg: cfgFor(hung, "deny", "rewrite", config.Enforce),
-		req:        create(pod("nginx:1.27", "redis:7")),
-		wantResult: admission.Patched, wantImages: []string{in(hung, "nginx:1.27"), in(hung, "redis:7")},
+		req:         create(pod("nginx:1.27", "redis:7")),
+		wantVerdict: admission.Patched, wantImages: []string{in(hung, "nginx:1.27"), in(hung, "redis:7")},
 		wantText:      []string{"mirror check failed (timeout)"},
 		wantFallbacks: []admission.MirrorAction{admission.MirrorRewrite, admission.MirrorRewrite}, wantHeads: 2,
 	}, {
 		name: "check off: the registry is not asked", reg: good, cfg: cfgFor(good, "deny", "deny", config.Enforce), off: true,
-		req:        create(pod("redis:7")),
-		wantResult: admission.Patched, wantImages: []string{in(good, "redis:7")},
+		req:         create(pod("redis:7")),
+		wantVerdict: admission.Patched, wantImages: []string{in(good, "redis:7")},
 	}, {
 		name: "PVC: nothing to check", reg: good, cfg: cfgFor(good, "deny", "deny", config.Enforce),
 		req: func(t *testing.T) *admissionv1.AdmissionRequest {
 			return &admissionv1.AdmissionRequest{UID: "1", Kind: pvcGVK, Operation: admissionv1.Create, Namespace: "team",
 				Object: raw(t, &corev1.PersistentVolumeClaim{})}
 		},
-		wantResult: admission.Unchanged,
+		wantVerdict: admission.Unchanged,
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			rec := &recorder{}
-			c, err := admission.New(tt.cfg, nil, rec)
-			if err != nil {
-				t.Fatal(err)
-			}
+			c := testkit.Controller(t, tt.cfg, nil, rec)
 			if !tt.off {
 				checker, err := mirror.New(t.Context(), mirror.Options{Timeout: tt.cfg.MirrorCheckTimeout,
 					PositiveTTL: time.Minute, NegativeTTL: time.Minute, Failures: 100})
@@ -144,7 +141,7 @@ func TestAdmitMirrorCheck(t *testing.T) {
 					t.Fatal(err)
 				}
 				t.Cleanup(func() { _ = checker.Close(context.Background()) })
-				if err := c.CheckMirror(checker, tt.cfg); err != nil {
+				if err := c.CheckMirror(checker, testkit.Config(t, tt.cfg).Mirror); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -155,7 +152,7 @@ func TestAdmitMirrorCheck(t *testing.T) {
 			t.Logf("review took %s", time.Since(start).Round(time.Millisecond))
 
 			text := strings.Join(resp.Warnings, "\n")
-			if tt.wantResult == admission.Denied {
+			if tt.wantVerdict == admission.Denied {
 				if resp.Allowed || resp.Result == nil || resp.Result.Code != http.StatusForbidden || len(resp.Patch) > 0 {
 					t.Fatalf("answer %+v, want a 403 denial without a patch", resp)
 				}
@@ -174,8 +171,8 @@ func TestAdmitMirrorCheck(t *testing.T) {
 			if got := tt.reg.ManifestHeads() - heads; got != tt.wantHeads {
 				t.Errorf("%d manifest HEADs, want %d", got, tt.wantHeads)
 			}
-			if len(rec.outcomes) != 1 || rec.outcomes[0].Result != tt.wantResult {
-				t.Fatalf("outcomes %+v, want one %s", rec.outcomes, tt.wantResult)
+			if len(rec.outcomes) != 1 || rec.outcomes[0].Verdict != tt.wantVerdict {
+				t.Fatalf("outcomes %+v, want one %s", rec.outcomes, tt.wantVerdict)
 			}
 			var actions []admission.MirrorAction
 			for _, f := range rec.outcomes[0].MirrorFallbacks {
@@ -190,16 +187,7 @@ func TestAdmitMirrorCheck(t *testing.T) {
 			if tt.wantImages == nil {
 				return
 			}
-			obj := req.Object.Raw
-			if len(resp.Patch) > 0 {
-				p, err := jsonpatch.DecodePatch(resp.Patch)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if obj, err = p.Apply(obj); err != nil {
-					t.Fatalf("applying %s: %v", resp.Patch, err)
-				}
-			}
+			obj := testkit.ApplyPatch(t, req.Object.Raw, resp.Patch)
 			var got corev1.Pod
 			if err := json.Unmarshal(obj, &got); err != nil {
 				t.Fatal(err)
@@ -254,12 +242,15 @@ func webhookCtx(t *testing.T, query string) context.Context {
 
 // newMirrorController is a controller checking reg's mirror/ with checker
 // options opts (Failures 100 and TTLs of a minute unless set).
-func newMirrorController(t *testing.T, cfg config.Config, opts mirror.Options, observers ...admission.Observer) (*admission.Controller, *mirror.Checker) {
+func newMirrorController(t *testing.T, cfg config.Env, opts mirror.Options, observers ...admission.Observer) (*admission.Controller, *mirror.Checker) {
 	t.Helper()
-	c, err := admission.New(cfg, nil, observers...)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The controller's own bounds are under test, with values config
+	// would refuse (a lookup timeout longer than the review budget), so
+	// the mirror policy is built here rather than parsed.
+	policy := config.Mirror{Check: true, Missing: config.MirrorMissing(cfg.MirrorMissing), Unreachable: config.MirrorUnreachable(cfg.MirrorUnreachable),
+		ReviewBudget: cfg.MirrorCheckReviewBudget, MaxLookups: cfg.MirrorCheckMaxLookups}
+	cfg.MirrorCheck = false
+	c := testkit.Controller(t, cfg, nil, observers...)
 	if opts.Timeout == 0 {
 		opts.Timeout = cfg.MirrorCheckTimeout
 	}
@@ -274,7 +265,7 @@ func newMirrorController(t *testing.T, cfg config.Config, opts mirror.Options, o
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = checker.Close(context.Background()) })
-	if err := c.CheckMirror(checker, cfg); err != nil {
+	if err := c.CheckMirror(checker, policy); err != nil {
 		t.Fatal(err)
 	}
 	return c, checker
@@ -284,15 +275,7 @@ func newMirrorController(t *testing.T, cfg config.Config, opts mirror.Options, o
 // images.
 func patchedImages(t *testing.T, obj []byte, resp *admissionv1.AdmissionResponse) []string {
 	t.Helper()
-	if len(resp.Patch) > 0 {
-		p, err := jsonpatch.DecodePatch(resp.Patch)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if obj, err = p.Apply(obj); err != nil {
-			t.Fatalf("applying the patch: %v", err)
-		}
-	}
+	obj = testkit.ApplyPatch(t, obj, resp.Patch)
 	var got corev1.Pod
 	if err := json.Unmarshal(obj, &got); err != nil {
 		t.Fatal(err)
@@ -346,13 +329,13 @@ func TestMirrorLookupsPerReview(t *testing.T) {
 			for _, img := range tt.images[:tt.present] {
 				reg.Push(t, "mirror/"+img)
 			}
-			cfg := config.Config{Registry: reg.Host + "/mirror", Mode: config.Enforce, MirrorCheck: true,
+			cfg := config.Env{Registry: reg.Host + "/mirror", Mode: config.Enforce, MirrorCheck: true,
 				MirrorCheckTimeout: 5 * time.Second, MirrorCheckReviewBudget: 8 * time.Second, MirrorCheckMaxLookups: tt.maxLookups,
 				MirrorMissing: tt.missing, MirrorUnreachable: tt.unreachable}
 			rec := &recorder{}
 			c, checker := newMirrorController(t, cfg, mirror.Options{}, rec)
 			for _, img := range tt.images[:tt.warm] {
-				if res, err := checker.Exists(t.Context(), reg.Host+"/mirror/"+img); err != nil || res.Outcome != mirror.Present {
+				if res, err := checker.Exists(t.Context(), reg.Host+"/mirror/"+img); err != nil || res.Status != mirror.Present {
 					t.Fatalf("warming %s: %+v, %v", img, res, err)
 				}
 			}
@@ -437,7 +420,7 @@ func TestMirrorReviewDeadline(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			reg := mirrortest.New(t, mirrortest.Options{})
 			reg.SetSlow("mirror/", slow)
-			cfg := config.Config{Registry: reg.Host + "/mirror", Mode: config.Enforce, MirrorCheck: true,
+			cfg := config.Env{Registry: reg.Host + "/mirror", Mode: config.Enforce, MirrorCheck: true,
 				MirrorCheckTimeout: 5 * time.Second, MirrorCheckReviewBudget: tt.budget, MirrorMissing: "deny", MirrorUnreachable: tt.unreachable}
 			c, checker := newMirrorController(t, cfg, mirror.Options{Failures: 1})
 			imgs := refs("team%02d/app:v1", 20)
@@ -505,7 +488,7 @@ func TestMirrorFlood(t *testing.T) {
 			reg := mirrortest.New(t, mirrortest.Options{})
 			reg.SetSlow("mirror/slow", time.Minute)
 			reg.Push(t, "mirror/shop/api:2.14")
-			cfg := config.Config{Registry: reg.Host + "/mirror", Mode: config.Enforce, MirrorCheck: true,
+			cfg := config.Env{Registry: reg.Host + "/mirror", Mode: config.Enforce, MirrorCheck: true,
 				MirrorCheckTimeout: 300 * time.Millisecond, MirrorCheckReviewBudget: 2 * time.Second, MirrorMissing: "deny", MirrorUnreachable: "deny"}
 			// The production circuit, with a cool-down longer than the test:
 			// once open, it would stay open.
@@ -546,7 +529,7 @@ func TestMirrorFlood(t *testing.T) {
 			if got := patchedImages(t, req.Object.Raw, resp); len(got) != 1 || got[0] != legit {
 				t.Errorf("images %v, want [%s]", got, legit)
 			}
-			if res, ok := checker.Cached(t.Context(), legit); !ok || res.Outcome != mirror.Present {
+			if res, ok := checker.Cached(t.Context(), legit); !ok || res.Status != mirror.Present {
 				t.Errorf("the legitimate image was not checked by a lookup: cached %+v, %v", res, ok)
 			}
 			stop()

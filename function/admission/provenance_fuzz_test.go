@@ -9,7 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	jsonpatch "gopkg.in/evanphx/json-patch.v4"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -18,6 +17,7 @@ import (
 	"github.com/mutator-dev/mutator/function/config"
 	"github.com/mutator-dev/mutator/function/images"
 	"github.com/mutator-dev/mutator/function/oracle"
+	"github.com/mutator-dev/mutator/internal/testkit"
 )
 
 // provenanceCase is one configuration and one Pod for checkProvenance.
@@ -34,22 +34,20 @@ type provenanceCase struct {
 // review is denied (403, with a message naming a refused reference, and only
 // when some reference really has no permitted form), or every reference the
 // patched Pod pulls is one the configuration permits, with its tag and
-// digest kept. A configuration config.Validate rejects is skipped.
+// digest kept. A configuration config.Env.Parse rejects is skipped.
 func checkProvenance(t *testing.T, pc provenanceCase) {
 	t.Helper()
-	cfg := config.Config{
+	cfg := config.Env{
 		Registry: pc.registry, IgnoredRegistries: pc.ignored, RegistryMap: pc.mapping,
 		ForceImagePullPolicy: true, ImagePullPolicyToForce: "IfNotPresent",
 		Mode: config.Enforce, Port: 8080,
 		LogLevel: "info",
 	}
-	if cfg.Validate() != nil {
+	parsed, err := testkit.Env(cfg).Parse()
+	if err != nil {
 		return
 	}
-	c, err := admission.New(cfg, nil)
-	if err != nil {
-		t.Fatalf("config %+v passes Validate but admission.New fails: %v", cfg, err)
-	}
+	c := admission.New(parsed.Rules, parsed.Review, nil)
 	pod := provenancePod(pc.refs)
 	req := &admissionv1.AdmissionRequest{
 		UID: "u", Kind: metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
@@ -105,16 +103,7 @@ func checkProvenance(t *testing.T, pc provenanceCase) {
 		}
 		t.Fatalf("%+v: denied although every reference is permitted as written: %s", pc, resp.Result.Message)
 	}
-	patched := req.Object.Raw
-	if len(resp.Patch) > 0 {
-		p, err := jsonpatch.DecodePatch(resp.Patch)
-		if err != nil {
-			t.Fatalf("%+v: patch %s: %v", pc, resp.Patch, err)
-		}
-		if patched, err = p.Apply(patched); err != nil {
-			t.Fatalf("%+v: patch %s does not apply: %v", pc, resp.Patch, err)
-		}
-	}
+	patched := testkit.ApplyPatch(t, req.Object.Raw, resp.Patch)
 	var after corev1.Pod
 	if err := json.Unmarshal(patched, &after); err != nil {
 		t.Fatalf("%+v: patched Pod does not decode: %v", pc, err)

@@ -38,21 +38,21 @@ type App struct {
 // informers, so it is ready to answer as soon as it returns: that keeps a
 // scale-from-zero start short.
 func New(ctx context.Context, cfg config.Config) (*App, error) {
-	logger, err := logs.New(cfg.LogLevel)
+	logger, err := logs.New(cfg.Log)
 	if err != nil {
 		return nil, err
 	}
 	tuneGC(cfg)
 	a := &App{Config: cfg, Logger: logger}
 	var observers []admission.Observer
-	if cfg.MetricsPort > 0 {
+	if cfg.Server.MetricsPort > 0 {
 		if a.metrics, err = metrics.New(); err != nil {
 			return nil, err
 		}
 		a.closers = append(a.closers, a.metrics.Shutdown)
 		observers = append(observers, a.metrics)
 	}
-	if cfg.Sink != "" {
+	if cfg.Events.Sink != "" {
 		emitter, err := newEmitter(ctx, cfg, logger, a.meterProvider())
 		if err != nil {
 			return nil, err
@@ -60,39 +60,30 @@ func New(ctx context.Context, cfg config.Config) (*App, error) {
 		a.closers = append(a.closers, emitter.Close)
 		observers = append(observers, emitter)
 	}
-	controller, err := admission.New(cfg, logger, observers...)
-	if err != nil {
-		return nil, err
-	}
-	if cfg.MirrorCheck {
-		checker, err := newMirrorChecker(ctx, cfg, logger, a.meterProvider())
-		if err != nil {
-			return nil, err
-		}
-		a.closers = append(a.closers, checker.Close)
-		if err := controller.CheckMirror(checker, cfg); err != nil {
+	controller := admission.New(cfg.Rules, cfg.Review, logger, observers...)
+	if cfg.Mirror.Check {
+		if err := a.checkMirror(ctx, controller, logger); err != nil {
 			return nil, err
 		}
 	}
-	if a.Handler, err = webhook.New(ctx, webhook.Options{Logger: logger, MeterProvider: a.meterProvider(), BodyBudget: int64(cfg.RequestBodyBudget), RequireClientCert: cfg.TLSClientCAFile != ""}, controller); err != nil {
+	if a.Handler, err = webhook.New(ctx, webhook.Options{Logger: logger, MeterProvider: a.meterProvider(), BodyBudget: cfg.Server.BodyBudget, RequireClientCert: cfg.Server.TLSClientCAFile != ""}, controller); err != nil {
 		return nil, err
 	}
 	v := version.Get()
 	logger.Info("configured",
 		zap.String("version", v.Version),
 		zap.String("commit", v.Commit),
-		zap.String("registry", cfg.Registry),
-		zap.Strings("ignoredRegistries", cfg.IgnoredRegistries),
-		zap.Strings("registryMap", cfg.RegistryMap),
-		zap.Bool("imagePullSecret", cfg.ImagePullSecret != ""),
-		zap.Bool("imagePullSecretAppend", cfg.ImagePullSecretAppend),
-		zap.Bool("forceImagePullPolicy", cfg.ForceImagePullPolicy),
-		zap.String("imagePullPolicyToForce", cfg.ImagePullPolicyToForce),
-		zap.String("defaultStorageClass", cfg.DefaultStorageClass),
-		zap.Strings("excludeNamespaces", cfg.ExcludeNamespaces),
-		zap.String("mode", string(cfg.Mode)),
-		zap.Bool("mirrorCheck", cfg.MirrorCheck),
-		zap.Bool("auditTrail", cfg.Sink != ""))
+		zap.String("registry", cfg.Rules.Images.Registry),
+		zap.Strings("ignoredRegistries", cfg.Rules.Images.Ignored),
+		zap.Stringers("registryMap", cfg.Rules.Images.Map),
+		zap.Bool("imagePullSecret", cfg.Rules.PullSecret != ""),
+		zap.Bool("imagePullSecretAppend", cfg.Rules.AppendPullSecret),
+		zap.String("forcedPullPolicy", string(cfg.Rules.PullPolicy)),
+		zap.String("defaultStorageClass", cfg.Rules.StorageClass),
+		zap.Strings("excludeNamespaces", cfg.Review.Exclude),
+		zap.String("mode", string(cfg.Review.Mode)),
+		zap.Bool("mirrorCheck", cfg.Mirror.Check),
+		zap.Bool("auditTrail", cfg.Events.Sink != ""))
 	return a, nil
 }
 
@@ -117,7 +108,7 @@ const (
 )
 
 func tuneGC(cfg config.Config) {
-	if cfg.GoGC == "" && cfg.GoMemLimit == "" {
+	if cfg.TuneGC {
 		debug.SetGCPercent(gcPercent)
 		debug.SetMemoryLimit(memoryLimit)
 	}
@@ -129,7 +120,7 @@ func (a *App) StartMetrics() error {
 	if a.metrics == nil {
 		return nil
 	}
-	ln, err := net.Listen("tcp", ":"+strconv.Itoa(a.Config.MetricsPort))
+	ln, err := net.Listen("tcp", ":"+strconv.Itoa(a.Config.Server.MetricsPort))
 	if err != nil {
 		return fmt.Errorf("listening for metrics: %w", err)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/mutator-dev/mutator/function/app"
 	"github.com/mutator-dev/mutator/function/config"
+	"github.com/mutator-dev/mutator/internal/testkit"
 )
 
 func freePort(t *testing.T) int {
@@ -32,9 +33,9 @@ func freePort(t *testing.T) int {
 func startApp(t *testing.T) (*app.App, int) {
 	t.Helper()
 	port := freePort(t)
-	cfg := config.Config{Registry: "registry.example.com/mirror", ImagePullPolicyToForce: "Always",
+	cfg := config.Env{Registry: "registry.example.com/mirror", ImagePullPolicyToForce: "Always",
 		Mode: config.Enforce, LogLevel: "error", MetricsPort: port}
-	a, err := app.New(context.Background(), cfg)
+	a, err := app.New(context.Background(), testkit.Config(t, cfg))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,8 +79,8 @@ func TestAppServesReviewsAndMetrics(t *testing.T) {
 }
 
 func TestAppRejectsBadSink(t *testing.T) {
-	cfg := config.Config{ImagePullPolicyToForce: "Always", Mode: config.Enforce, LogLevel: "error", Sink: "not a url"}
-	if _, err := app.New(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "K_SINK") {
+	cfg := config.Env{ImagePullPolicyToForce: "Always", Mode: config.Enforce, LogLevel: "error", Sink: "not a url"}
+	if _, err := app.New(context.Background(), testkit.Config(t, cfg)); err == nil || !strings.Contains(err.Error(), "K_SINK") {
 		t.Fatalf("bad sink accepted or unclear error: %v", err)
 	}
 }

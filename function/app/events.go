@@ -13,5 +13,5 @@ import (
 type metricProvider = metric.MeterProvider
 
 func newEmitter(ctx context.Context, cfg config.Config, logger *zap.Logger, mp metric.MeterProvider) (*events.Emitter, error) {
-	return events.New(ctx, events.Options{Sink: cfg.Sink, Source: cfg.EventSource, Logger: logger, MeterProvider: mp})
+	return events.New(ctx, events.Options{Sink: cfg.Events.Sink, Source: cfg.Events.Source, Logger: logger, MeterProvider: mp})
 }

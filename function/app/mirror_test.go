@@ -15,6 +15,7 @@ import (
 	"github.com/mutator-dev/mutator/function/app"
 	"github.com/mutator-dev/mutator/function/config"
 	"github.com/mutator-dev/mutator/function/mirror/mirrortest"
+	"github.com/mutator-dev/mutator/internal/testkit"
 )
 
 // TestAppMirrorCheck: with MIRROR_CHECK on, the app starts without asking
@@ -31,28 +32,28 @@ func TestAppMirrorCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	base := config.Config{Registry: reg.Host + "/mirror", ImagePullPolicyToForce: "Always", Mode: config.Enforce, LogLevel: "error",
+	base := config.Env{Registry: reg.Host + "/mirror", ImagePullPolicyToForce: "Always", Mode: config.Enforce, LogLevel: "error",
 		MirrorCheck: true, MirrorCheckTimeout: time.Second, MirrorCheckReviewBudget: 2 * time.Second,
 		MirrorMissing: "deny", MirrorUnreachable: "rewrite", MirrorCacheTTL: time.Minute, MirrorNegativeCacheTTL: time.Minute,
 		MirrorCircuitFailures: 5, MirrorCircuitCooldown: time.Minute}
-	with := func(f func(*config.Config)) config.Config { c := base; f(&c); return c }
+	with := func(f func(*config.Env)) config.Env { c := base; f(&c); return c }
 
 	tests := []struct {
 		name       string
-		cfg        config.Config
+		cfg        config.Env
 		wantNewErr string
 		wantBody   []string // in the review's answer
 	}{
-		{"credentials: missing images denied", with(func(c *config.Config) { c.MirrorCredentials = creds }), "",
+		{"credentials: missing images denied", with(func(c *config.Env) { c.MirrorCredentials = creds }), "",
 			[]string{`"allowed":false`, `is not in the mirror`, reg.Host + `/mirror/`}},
 		{"no credentials: 401 is unreachable, fail open", base, "", []string{`"allowed":true`, `mirror check failed (error)`}},
-		{"broken credentials file", with(func(c *config.Config) { c.MirrorCredentials = broken }), "mirror credentials", nil},
-		{"absent credentials file", with(func(c *config.Config) { c.MirrorCredentials = filepath.Join(t.TempDir(), "none") }), "mirror credentials", nil},
+		{"broken credentials file", with(func(c *config.Env) { c.MirrorCredentials = broken }), "mirror credentials", nil},
+		{"absent credentials file", with(func(c *config.Env) { c.MirrorCredentials = filepath.Join(t.TempDir(), "none") }), "mirror credentials", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := reg.Requests()
-			a, err := app.New(context.Background(), tt.cfg)
+			a, err := app.New(context.Background(), testkit.Config(t, tt.cfg))
 			if tt.wantNewErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantNewErr) {
 					t.Fatalf("app.New error %v, want one containing %q", err, tt.wantNewErr)
@@ -97,11 +98,11 @@ func TestAppMirrorReviewDeadline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := config.Config{Registry: reg.Host + "/mirror", ImagePullPolicyToForce: "Always", Mode: config.Enforce, LogLevel: "error",
+	cfg := config.Env{Registry: reg.Host + "/mirror", ImagePullPolicyToForce: "Always", Mode: config.Enforce, LogLevel: "error",
 		MirrorCheck: true, MirrorCheckTimeout: 5 * time.Second, MirrorCheckReviewBudget: 9 * time.Second,
 		MirrorMissing: "deny", MirrorUnreachable: "rewrite", MirrorCacheTTL: time.Minute, MirrorNegativeCacheTTL: time.Minute,
 		MirrorCircuitFailures: 1, MirrorCircuitCooldown: time.Minute}
-	a, err := app.New(context.Background(), cfg)
+	a, err := app.New(context.Background(), testkit.Config(t, cfg))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,7 +20,7 @@ import (
 // and Decode for types that implement envconfig.Decoder.
 func checkTypes() []error {
 	var errs []error
-	t := reflect.TypeFor[Config]()
+	t := reflect.TypeFor[Env]()
 	for i := range t.NumField() {
 		f := t.Field(i)
 		key := f.Tag.Get("envconfig")
@@ -38,26 +38,40 @@ func checkTypes() []error {
 var durationType = reflect.TypeFor[time.Duration]()
 
 func checkValue(t reflect.Type, value string) error {
-	if reflect.PointerTo(t).Implements(reflect.TypeFor[envconfig.Decoder]()) {
-		v := reflect.New(t)
-		if err := v.Interface().(envconfig.Decoder).Decode(value); err != nil {
+	return setField(reflect.New(t).Elem(), value)
+}
+
+// setField converts value the way envconfig does and stores it in v.
+func setField(v reflect.Value, value string) error {
+	if d, ok := v.Addr().Interface().(envconfig.Decoder); ok {
+		if err := d.Decode(value); err != nil {
 			return fmt.Errorf("is not valid: %w", err)
 		}
 		return nil
 	}
 	switch {
-	case t == durationType:
-		if _, err := time.ParseDuration(value); err != nil {
+	case v.Type() == durationType:
+		d, err := time.ParseDuration(value)
+		if err != nil {
 			return errors.New("is not a duration (such as 500ms, 5s or 1m)")
 		}
-	case t.Kind() == reflect.Bool:
-		if _, err := strconv.ParseBool(value); err != nil {
+		v.SetInt(int64(d))
+	case v.Kind() == reflect.Bool:
+		b, err := strconv.ParseBool(value)
+		if err != nil {
 			return errors.New("is not a boolean (true or false)")
 		}
-	case t.Kind() == reflect.Int:
-		if _, err := strconv.ParseInt(value, 0, 64); err != nil {
+		v.SetBool(b)
+	case v.Kind() == reflect.Int:
+		n, err := strconv.ParseInt(value, 0, 64)
+		if err != nil {
 			return errors.New("is not a whole number")
 		}
+		v.SetInt(n)
+	case v.Kind() == reflect.String:
+		v.SetString(value)
+	default:
+		return fmt.Errorf("has no conversion to %s", v.Type())
 	}
 	return nil
 }
@@ -95,15 +109,4 @@ func validByteCount(s string) bool {
 		}
 	}
 	return true
-}
-
-// validateTLSMinVersion checks WEBHOOK_TLS_MIN_VERSION, which
-// knative.dev/pkg reads when the server starts; checked here so that it is
-// reported with the rest of the configuration.
-func validateTLSMinVersion(v string) error {
-	switch v {
-	case "", "1.2", "1.3":
-		return nil
-	}
-	return fmt.Errorf("WEBHOOK_TLS_MIN_VERSION: %q is not one of 1.2, 1.3 (TLS below 1.2 is not supported)", v)
 }

@@ -3,20 +3,25 @@ package config_test
 import (
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"go.uber.org/zap/zapcore"
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/mutator-dev/mutator/function/config"
+	"github.com/mutator-dev/mutator/function/images"
+	"github.com/mutator-dev/mutator/function/mutation"
 )
 
-// clearEnv unsets every variable Config reads, restoring them after the test,
+// clearEnv unsets every variable Env reads, restoring them after the test,
 // so that the machine's environment cannot leak into Load.
 func clearEnv(t *testing.T) {
 	t.Helper()
-	typ := reflect.TypeFor[config.Config]()
+	typ := reflect.TypeFor[config.Env]()
 	for i := range typ.NumField() {
 		name := typ.Field(i).Tag.Get("envconfig")
 		if name == "" {
@@ -49,19 +54,15 @@ func mustLoad(t *testing.T, env map[string]string) config.Config {
 }
 
 func TestLoadDefaults(t *testing.T) {
-	c := mustLoad(t, nil)
 	want := config.Config{
-		ImagePullPolicyToForce: "Always",
-		LogLevel:               "info",
-		Mode:                   config.Enforce,
-		Port:                   8080,
-		MetricsPort:            9095,
-		EventSource:            "mutator",
-		RequestBodyBudget:      12 << 20,
+		Review: config.Review{Mode: config.Enforce},
+		Server: config.Server{Port: 8080, MetricsPort: 9095, BodyBudget: 12 << 20},
+		Events: config.Events{Source: "mutator"},
+		Log:    zapcore.InfoLevel,
+		TuneGC: true,
 	}
-	withMirrorDefaults(&want)
-	if !reflect.DeepEqual(c, want) {
-		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
+	if diff := cmp.Diff(want, mustLoad(t, nil)); diff != "" {
+		t.Errorf("defaults (-want +got):\n%s", diff)
 	}
 }
 
@@ -72,38 +73,56 @@ func TestLoadValues(t *testing.T) {
 		check func(t *testing.T, c config.Config)
 	}{
 		{"trailing slash on REGISTRY", map[string]string{"REGISTRY": "registry.example.com/mirror/"}, func(t *testing.T, c config.Config) {
-			if c.Registry != "registry.example.com/mirror" {
-				t.Errorf("Registry = %q", c.Registry)
+			if c.Rules.Images.Registry != "registry.example.com/mirror" {
+				t.Errorf("Registry = %q", c.Rules.Images.Registry)
 			}
 		}},
 		{"spaces around REGISTRY", map[string]string{"REGISTRY": " registry.example.com/ "}, func(t *testing.T, c config.Config) {
-			if c.Registry != "registry.example.com" {
-				t.Errorf("Registry = %q", c.Registry)
+			if c.Rules.Images.Registry != "registry.example.com" {
+				t.Errorf("Registry = %q", c.Rules.Images.Registry)
 			}
 		}},
 		{"EXCLUDE_NAMESPACES list", map[string]string{"EXCLUDE_NAMESPACES": "a, b ,,c"}, func(t *testing.T, c config.Config) {
-			if want := (config.List{"a", "b", "c"}); !reflect.DeepEqual(c.ExcludeNamespaces, want) {
-				t.Errorf("ExcludeNamespaces = %q, want %q", c.ExcludeNamespaces, want)
+			if diff := cmp.Diff([]string{"a", "b", "c"}, c.Review.Exclude); diff != "" {
+				t.Errorf("Exclude (-want +got):\n%s", diff)
 			}
 		}},
 		{"IGNORED_REGISTRIES trimmed", map[string]string{"IGNORED_REGISTRIES": "gcr.io/, quay.io/org/ "}, func(t *testing.T, c config.Config) {
-			if want := (config.List{"gcr.io", "quay.io/org"}); !reflect.DeepEqual(c.IgnoredRegistries, want) {
-				t.Errorf("IgnoredRegistries = %q, want %q", c.IgnoredRegistries, want)
+			if diff := cmp.Diff([]string{"gcr.io", "quay.io/org"}, c.Rules.Images.Ignored); diff != "" {
+				t.Errorf("Ignored (-want +got):\n%s", diff)
 			}
 		}},
-		{"REGISTRY_MAP list", map[string]string{"REGISTRY_MAP": "quay.io=harbor.example.com/quay, *=harbor.example.com/all"}, func(t *testing.T, c config.Config) {
-			if want := (config.List{"quay.io=harbor.example.com/quay", "*=harbor.example.com/all"}); !reflect.DeepEqual(c.RegistryMap, want) {
-				t.Errorf("RegistryMap = %q, want %q", c.RegistryMap, want)
+		{"REGISTRY_MAP parsed in order", map[string]string{"REGISTRY_MAP": "Quay.io:443=harbor.example.com/quay/, *=harbor.example.com/all"}, func(t *testing.T, c config.Config) {
+			want := []images.Rule{{Source: "quay.io", Target: "harbor.example.com/quay"}, {Source: "*", Target: "harbor.example.com/all"}}
+			if diff := cmp.Diff(want, c.Rules.Images.Map); diff != "" {
+				t.Errorf("Map (-want +got):\n%s", diff)
 			}
 		}},
-		{"REGISTRY_MAP docker hub accepted", map[string]string{"REGISTRY_MAP": "docker.io=harbor.example.com/dockerhub"}, func(t *testing.T, c config.Config) {
-			if want := (config.List{"docker.io=harbor.example.com/dockerhub"}); !reflect.DeepEqual(c.RegistryMap, want) {
-				t.Errorf("RegistryMap = %q, want %q", c.RegistryMap, want)
+		{"REGISTRY_MAP docker hub accepted", map[string]string{"REGISTRY_MAP": "index.docker.io=harbor.example.com/dockerhub"}, func(t *testing.T, c config.Config) {
+			want := []images.Rule{{Source: "docker.io", Target: "harbor.example.com/dockerhub"}}
+			if diff := cmp.Diff(want, c.Rules.Images.Map); diff != "" {
+				t.Errorf("Map (-want +got):\n%s", diff)
 			}
 		}},
 		{"upper-case LOG_LEVEL and MODE", map[string]string{"LOG_LEVEL": "DEBUG", "MODE": "Audit"}, func(t *testing.T, c config.Config) {
-			if c.LogLevel != "debug" || c.Mode != config.Audit {
-				t.Errorf("LogLevel, Mode = %q, %q", c.LogLevel, c.Mode)
+			if c.Log != zapcore.DebugLevel || c.Review.Mode != config.Audit {
+				t.Errorf("Log, Mode = %v, %q", c.Log, c.Review.Mode)
+			}
+		}},
+		{"pull policy not forced", map[string]string{"IMAGE_PULL_POLICY_TO_FORCE": "Never"}, func(t *testing.T, c config.Config) {
+			if c.Rules.PullPolicy != "" {
+				t.Errorf("PullPolicy = %q without FORCE_IMAGE_PULL_POLICY", c.Rules.PullPolicy)
+			}
+		}},
+		{"GC chosen by the operator", map[string]string{"GOMEMLIMIT": "100MiB"}, func(t *testing.T, c config.Config) {
+			if c.TuneGC {
+				t.Error("TuneGC with GOMEMLIMIT set")
+			}
+		}},
+		{"self-managed certificate", map[string]string{"WEBHOOK_SECRET_NAME": "certs", "SYSTEM_NAMESPACE": "mutator-system"}, func(t *testing.T, c config.Config) {
+			want := &config.SelfManagedCert{Secret: "certs", Namespace: "mutator-system", Service: "mutator", WebhookConfig: "mutator"}
+			if diff := cmp.Diff(want, c.Server.SelfManaged); diff != "" {
+				t.Errorf("SelfManaged (-want +got):\n%s", diff)
 			}
 		}},
 		{"all set", map[string]string{
@@ -111,18 +130,20 @@ func TestLoadValues(t *testing.T) {
 			"FORCE_IMAGE_PULL_POLICY": "true", "IMAGE_PULL_POLICY_TO_FORCE": "IfNotPresent", "DEFAULT_STORAGE_CLASS": "fast",
 			"PORT": "8443", "METRICS_PORT": "0", "TLS_CERT_FILE": "/tls/crt", "TLS_KEY_FILE": "/tls/key",
 			"WARNINGS": "true", "SHUTDOWN_DELAY": "5s", "K_SINK": "http://broker", "EVENT_SOURCE": "src",
-			"REQUEST_BODY_BUDGET": "64Mi", "ENABLE_HTTP2": "true",
+			"REQUEST_BODY_BUDGET": "64Mi", "ENABLE_HTTP2": "true", "TLS_CLIENT_CA_FILE": "/tls/ca",
 		}, func(t *testing.T, c config.Config) {
 			want := config.Config{
-				Registry: "localhost:5000", ImagePullSecret: "regcred", ImagePullSecretAppend: true,
-				ForceImagePullPolicy: true, ImagePullPolicyToForce: "IfNotPresent", DefaultStorageClass: "fast",
-				LogLevel: "info", Mode: config.Enforce, Warnings: true, Port: 8443, MetricsPort: 0,
-				TLSCertFile: "/tls/crt", TLSKeyFile: "/tls/key", Sink: "http://broker", EventSource: "src",
-				ShutdownDelay: 5 * time.Second, RequestBodyBudget: 64 << 20, EnableHTTP2: true,
+				Rules: mutation.Options{Images: images.Plan{Registry: "localhost:5000"}, PullSecret: "regcred", AppendPullSecret: true,
+					PullPolicy: corev1.PullIfNotPresent, StorageClass: "fast"},
+				Review: config.Review{Mode: config.Enforce, Warnings: true},
+				Server: config.Server{Port: 8443, TLSCertFile: "/tls/crt", TLSKeyFile: "/tls/key", TLSClientCAFile: "/tls/ca",
+					BodyBudget: 64 << 20, HTTP2: true, ShutdownDelay: 5 * time.Second},
+				Events: config.Events{Sink: "http://broker", Source: "src"},
+				Log:    zapcore.InfoLevel,
+				TuneGC: true,
 			}
-			withMirrorDefaults(&want)
-			if !reflect.DeepEqual(c, want) {
-				t.Errorf("\n got %+v\nwant %+v", c, want)
+			if diff := cmp.Diff(want, c); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
 			}
 		}},
 	}
@@ -189,7 +210,7 @@ func TestLoadReportsEveryError(t *testing.T) {
 }
 
 func TestExcluded(t *testing.T) {
-	c := config.Config{ExcludeNamespaces: config.List{"kube-system", "infra"}}
+	c := config.Review{Exclude: []string{"kube-system", "infra"}}
 	tests := []struct {
 		ns   string
 		want bool
@@ -262,15 +283,59 @@ func TestParseLevel(t *testing.T) {
 	}
 }
 
-func TestValidateDirect(t *testing.T) {
-	valid := config.Config{ImagePullPolicyToForce: "Never", LogLevel: "info", Mode: config.Audit, Port: 1, MetricsPort: 65535}
-	if err := valid.Validate(); err != nil {
-		t.Errorf("Validate(%+v) = %v", valid, err)
+// TestParseDirect: an Env built in code (by a tool or a test) is parsed
+// like one read from the environment.
+func TestParseDirect(t *testing.T) {
+	valid := config.Defaults()
+	valid.ImagePullPolicyToForce, valid.Mode, valid.Port, valid.MetricsPort = "Never", config.Audit, 1, 65535
+	if _, err := valid.Parse(); err != nil {
+		t.Errorf("Parse(%+v) = %v", valid, err)
 	}
 	invalid := valid
 	invalid.ImagePullPolicyToForce = "always" // policies are case-sensitive in the API
-	if err := invalid.Validate(); err == nil || !strings.Contains(err.Error(), "IMAGE_PULL_POLICY_TO_FORCE") {
-		t.Errorf("Validate with policy %q = %v, want an IMAGE_PULL_POLICY_TO_FORCE error", invalid.ImagePullPolicyToForce, err)
+	if _, err := invalid.Parse(); err == nil || !strings.Contains(err.Error(), "IMAGE_PULL_POLICY_TO_FORCE") {
+		t.Errorf("Parse with policy %q = %v, want an IMAGE_PULL_POLICY_TO_FORCE error", invalid.ImagePullPolicyToForce, err)
+	}
+}
+
+// TestSettings: every variable is described, once, with what the
+// generated documentation and values schema need.
+func TestSettings(t *testing.T) {
+	seen := map[string]bool{}
+	helm := map[string]bool{}
+	for _, s := range config.Settings() {
+		if s.Env == "" || s.Description == "" || s.Group == "" || s.Type == "" {
+			t.Errorf("setting %+v lacks a name, description, group or type", s)
+		}
+		if seen[s.Env] {
+			t.Errorf("%s defined twice", s.Env)
+		}
+		seen[s.Env] = true
+		if s.Helm != "" && helm[s.Helm] {
+			t.Errorf("Helm key %s used twice", s.Helm)
+		}
+		helm[s.Helm] = true
+		if s.Default != "" && len(s.Enum) > 0 && !slices.Contains(s.Enum, s.Default) {
+			t.Errorf("%s: default %q is not one of %q", s.Env, s.Default, s.Enum)
+		}
+	}
+	for _, name := range []string{"REGISTRY", "IMAGE_PULL_SECRET", "IMAGE_PULL_SECRET_APPEND", "FORCE_IMAGE_PULL_POLICY",
+		"IMAGE_PULL_POLICY_TO_FORCE", "DEFAULT_STORAGE_CLASS", "EXCLUDE_NAMESPACES", "IGNORED_REGISTRIES", "LOG_LEVEL"} {
+		if !seen[name] {
+			t.Errorf("%s, a name of the public contract, is not a setting", name)
+		}
+	}
+}
+
+// TestDefaultsParse: the defaults are a valid configuration, and the same
+// as an empty environment's.
+func TestDefaultsParse(t *testing.T) {
+	fromCode, err := config.Defaults().Parse()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(mustLoad(t, nil), fromCode); diff != "" {
+		t.Errorf("Defaults() and an empty environment differ (-env +Defaults):\n%s", diff)
 	}
 }
 

@@ -5,18 +5,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mutator-dev/mutator/function/config"
-)
+	"github.com/google/go-cmp/cmp"
 
-// withMirrorDefaults sets the MIRROR_* defaults, for tests that compare a
-// whole Config.
-func withMirrorDefaults(c *config.Config) {
-	c.MirrorCheckTimeout, c.MirrorCheckReviewBudget = time.Second, 2*time.Second
-	c.MirrorCheckMaxLookups, c.MirrorCheckMaxInFlight = 32, 64
-	c.MirrorMissing, c.MirrorUnreachable = "deny", "rewrite"
-	c.MirrorCacheTTL, c.MirrorNegativeCacheTTL, c.MirrorCacheSize = 10*time.Minute, 30*time.Second, 4<<20
-	c.MirrorCircuitFailures, c.MirrorCircuitCooldown = 5, 30*time.Second
-}
+	"github.com/mutator-dev/mutator/function/config"
+	"github.com/mutator-dev/mutator/function/mirror"
+)
 
 // TestMirrorCheckValidation: the MIRROR_* settings are checked only with
 // MIRROR_CHECK on, and every bad one is named.
@@ -73,5 +66,24 @@ func TestMirrorCheckValidation(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestMirrorPolicy: MIRROR_CHECK on gives the admission controller its
+// policy and the checker its options, each from its variable.
+func TestMirrorPolicy(t *testing.T) {
+	c := mustLoad(t, map[string]string{"REGISTRY": "registry.example.com/mirror", "MIRROR_CHECK": "true",
+		"MIRROR_MISSING": "warn", "MIRROR_CHECK_MAX_IN_FLIGHT": "3", "MIRROR_CREDENTIALS": "/creds/config.json", "MIRROR_INSECURE": "true"})
+	want := config.Mirror{
+		Check: true, Missing: config.MissingWarn, Unreachable: config.UnreachableRewrite,
+		ReviewBudget: 2 * time.Second, MaxLookups: 32, Credentials: "/creds/config.json",
+		Lookup: mirror.Options{Timeout: time.Second, PositiveTTL: 10 * time.Minute, NegativeTTL: 30 * time.Second,
+			CacheBytes: 4 << 20, Failures: 5, Cooldown: 30 * time.Second, MaxInFlight: 3, Insecure: true},
+	}
+	if diff := cmp.Diff(want, c.Mirror); diff != "" {
+		t.Errorf("Mirror (-want +got):\n%s", diff)
+	}
+	if off := mustLoad(t, map[string]string{"MIRROR_MISSING": "warn"}); off.Mirror.Check {
+		t.Errorf("MIRROR_CHECK unset: the check is on: %+v", off.Mirror)
 	}
 }

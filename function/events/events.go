@@ -30,6 +30,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/mutator-dev/mutator/function/admission"
+	"github.com/mutator-dev/mutator/internal/defaults"
 )
 
 // Defaults for the zero values of Options.
@@ -211,27 +212,17 @@ func New(ctx context.Context, opts Options) (*Emitter, error) {
 	if opts.Source == "" {
 		opts.Source = DefaultSource
 	}
-	if opts.QueueSize <= 0 {
-		opts.QueueSize = DefaultQueueSize
-	}
-	if opts.QueueBytes <= 0 {
-		opts.QueueBytes = DefaultQueueBytes
-	}
-	if opts.MaxListed <= 0 {
-		opts.MaxListed = DefaultMaxListed
-	}
+	opts.QueueSize = defaults.Positive(opts.QueueSize, DefaultQueueSize)
+	opts.QueueBytes = defaults.Positive(opts.QueueBytes, DefaultQueueBytes)
+	opts.MaxListed = defaults.Positive(opts.MaxListed, DefaultMaxListed)
 	switch {
 	case opts.Retries == 0:
 		opts.Retries = DefaultRetries
 	case opts.Retries < 0:
 		opts.Retries = 0
 	}
-	if opts.Timeout <= 0 {
-		opts.Timeout = DefaultTimeout
-	}
-	if opts.Backoff <= 0 {
-		opts.Backoff = DefaultBackoff
-	}
+	opts.Timeout = defaults.Positive(opts.Timeout, DefaultTimeout)
+	opts.Backoff = defaults.Positive(opts.Backoff, DefaultBackoff)
 	logger := opts.Logger
 	if logger == nil {
 		logger = zap.NewNop()
@@ -325,7 +316,7 @@ func (e *Emitter) Stats() (sent, dropped, failed uint64) {
 //
 // ctx is the admission request's: it ends with the request, so nothing
 // queued uses it.
-func (e *Emitter) Observe(_ context.Context, o admission.Outcome) {
+func (e *Emitter) Observe(_ context.Context, o admission.Decision) {
 	ev, ok := e.event(o)
 	if !ok {
 		return
@@ -384,13 +375,13 @@ func (e *Emitter) reserve(n int64) bool {
 // event builds the CloudEvent for an outcome; false means the outcome gets
 // none: a dry run (the webhook declares sideEffects NoneOnDryRun), no
 // changes, or a result other than patched or audited.
-func (e *Emitter) event(o admission.Outcome) (cloudevents.Event, bool) {
+func (e *Emitter) event(o admission.Decision) (cloudevents.Event, bool) {
 	req := o.Request
 	if req == nil || len(o.Changes) == 0 && len(o.Problems) == 0 && len(o.MirrorFallbacks) == 0 || (req.DryRun != nil && *req.DryRun) {
 		return cloudevents.Event{}, false
 	}
 	var what, mode string
-	switch o.Result {
+	switch o.Verdict {
 	case admission.Patched:
 		what, mode = "mutated", "enforce"
 	case admission.Denied:
@@ -510,7 +501,7 @@ func (e *Emitter) deliver(q queued) {
 			return
 		}
 		if attempt >= e.retries || !retriable(res) {
-			e.fail("sending audit event", ev, fmt.Errorf("after %d attempts: %w", attempt+1, res))
+			e.fail("sending event", ev, fmt.Errorf("after %d attempts: %w", attempt+1, res))
 			return
 		}
 		if !e.sleep(e.delay(attempt)) {

@@ -126,9 +126,9 @@ type req struct {
 	dryRun                              bool
 }
 
-// outcome builds an Outcome whose object holds a secret env value and
+// outcome builds a Decision whose object holds a secret env value and
 // padding, so that a leak of the object shows in bodies and in memory.
-func outcome(r req, result admission.Result, changes ...mutation.Change) admission.Outcome {
+func outcome(r req, result admission.Verdict, changes ...mutation.Change) admission.Decision {
 	if r.op == "" {
 		r.op = admissionv1.Create
 	}
@@ -136,7 +136,7 @@ func outcome(r req, result admission.Result, changes ...mutation.Change) admissi
 		`","namespace":"` + r.ns + `"},"spec":{"containers":[{"name":"app","image":"nginx","env":[{"name":"PASSWORD","value":"` + secret +
 		`"}],"args":["` + strings.Repeat("x", 4096) + `"]}]}}`
 	dry := r.dryRun
-	return admission.Outcome{
+	return admission.Decision{
 		Request: &admissionv1.AdmissionRequest{
 			UID:         types.UID(r.uid),
 			Kind:        metav1.GroupVersionKind{Version: "v1", Kind: r.kind},
@@ -150,7 +150,7 @@ func outcome(r req, result admission.Result, changes ...mutation.Change) admissi
 			SubResource: "",
 		},
 		Object:   mutation.Metadata{Name: r.name, GenerateName: r.generateName, Namespace: r.ns},
-		Result:   result,
+		Verdict:  result,
 		Changes:  changes,
 		Duration: time.Millisecond,
 	}
@@ -176,7 +176,7 @@ func TestEmitsExpectedEvents(t *testing.T) {
 	}
 	tests := []struct {
 		name    string
-		outcome admission.Outcome
+		outcome admission.Decision
 		want    *want // nil: no event
 	}{{
 		name: "patched pod with two changes",
@@ -209,7 +209,7 @@ func TestEmitsExpectedEvents(t *testing.T) {
 		}},
 	}, {
 		name: "denied pod",
-		outcome: func() admission.Outcome {
+		outcome: func() admission.Decision {
 			o := outcome(req{kind: "Pod", resource: "pods", ns: "team-a", name: "web", uid: "uid-denied", user: "alice"}, admission.Denied)
 			o.Problems = []mutation.Problem{{Where: `image volume "ext"`, Err: errors.New("image \"x\" cannot be pulled from an allowed registry: too long")}}
 			return o
@@ -221,7 +221,7 @@ func TestEmitsExpectedEvents(t *testing.T) {
 		}},
 	}, {
 		name: "image left as written by the mirror check, nothing else changed",
-		outcome: func() admission.Outcome {
+		outcome: func() admission.Decision {
 			o := outcome(req{kind: "Pod", resource: "pods", ns: "team-a", name: "web", uid: "uid-mirror-original", user: "alice"}, admission.Unchanged)
 			o.MirrorFallbacks = []admission.MirrorFallback{{Where: `container "app"`, Image: "nginx", Mirror: "registry.example.com/library/nginx",
 				Reason: mirror.Missing, Action: admission.MirrorOriginal}}
@@ -235,7 +235,7 @@ func TestEmitsExpectedEvents(t *testing.T) {
 		}},
 	}, {
 		name: "image rewritten unchecked: the mirror timed out",
-		outcome: func() admission.Outcome {
+		outcome: func() admission.Decision {
 			o := outcome(req{kind: "Pod", resource: "pods", ns: "team-a", name: "web", uid: "uid-mirror-rewrite", user: "alice"}, admission.Patched, imageChange)
 			o.MirrorFallbacks = []admission.MirrorFallback{{Where: `container "app"`, Image: "nginx", Mirror: "registry.example.com/library/nginx",
 				Reason: mirror.Timeout, Action: admission.MirrorRewrite}}
@@ -735,7 +735,7 @@ func TestQueueBoundedInBytes(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			url := blockedSink(t)
 			changes := manyChanges(3000)
-			large := func(i int) admission.Outcome {
+			large := func(i int) admission.Decision {
 				return outcome(req{kind: "Pod", resource: "pods", ns: "team-a", name: "web", uid: "uid-large-" + strconv.Itoa(1000+i), user: "system:anonymous"},
 					admission.Patched, changes...)
 			}
@@ -853,7 +853,7 @@ func TestEventListsSummarised(t *testing.T) {
 	tests := []struct {
 		name                       string
 		maxListed                  int
-		result                     admission.Result
+		result                     admission.Verdict
 		changes, refused, fallback int
 		wantListed                 [3]int
 		wantOmitted                [3]int

@@ -10,7 +10,7 @@ func (e *Emitter) HeldBytes() (held, peak int64) {
 
 // EventSize returns what the outcome's event is counted for in the queue's
 // byte budget; false when the outcome gets no event.
-func (e *Emitter) EventSize(o admission.Outcome) (int64, bool) {
+func (e *Emitter) EventSize(o admission.Decision) (int64, bool) {
 	ev, ok := e.event(o)
 	if !ok {
 		return 0, false

@@ -58,6 +58,7 @@ func BenchmarkRewrite(b *testing.B) {
 }
 
 func TestMemoBounded(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name                string
 		maxEntries, maxByte int
@@ -86,6 +87,7 @@ func TestMemoBounded(t *testing.T) {
 // TestMemoBoundedByLongImages: images of every length a client may send
 // keep the memo within its byte bound, and the longest are never stored.
 func TestMemoBoundedByLongImages(t *testing.T) {
+	t.Parallel()
 	r, err := New("registry.example.com/mirror", nil, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -106,6 +108,7 @@ func TestMemoBoundedByLongImages(t *testing.T) {
 
 // TestMemoAgreesWithRules: a memoized answer is the rule's answer.
 func TestMemoAgreesWithRules(t *testing.T) {
+	t.Parallel()
 	r, err := New("registry.example.com/mirror", []string{"registry.k8s.io"}, []string{"quay.io=harbor.example.com/quay"})
 	if err != nil {
 		t.Fatal(err)
@@ -124,6 +127,7 @@ func TestMemoAgreesWithRules(t *testing.T) {
 // host a runtime can resolve is within MaxReferenceLength, so refusing
 // longer strings refuses nothing pullable.
 func TestMaxReferenceLength(t *testing.T) {
+	t.Parallel()
 	host := strings.Repeat(strings.Repeat("h", 62)+".", 4) + "io" // 254 > 253, trimmed below
 	host = host[len(host)-253:]
 	if host[0] == '.' {

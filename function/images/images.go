@@ -34,6 +34,7 @@ const MaxReferenceLength = 253 + len(":65535") + 1 + reference.RepositoryNameTot
 // Its rules are immutable after New; it is safe for concurrent use.
 type Rewriter struct {
 	memo *memo // results of Rewrite; parsing a reference is most of its cost
+	plan Plan
 
 	registry string            // REGISTRY as configured, without a trailing "/"; "" turns the core rule off
 	bySource map[string]string // REGISTRY_MAP: canonical source domain -> target
@@ -44,62 +45,134 @@ type Rewriter struct {
 	allowed []string
 }
 
-// New builds a Rewriter. registry is REGISTRY, ignored IGNORED_REGISTRIES and
-// mapping the REGISTRY_MAP entries ("source=target").
-func New(registry string, ignored, mapping []string) (*Rewriter, error) {
-	r := &Rewriter{registry: strings.TrimSuffix(registry, "/"), memo: newMemo(memoEntries, memoBytes)}
+// Plan is the image configuration, parsed and validated once: where images
+// go and what is left alone. The webhook's Rewriter, `mutator policy`'s CEL
+// and `mutator node-config` are all built from one Plan, so that they cannot
+// read the settings differently.
+type Plan struct {
+	// Registry is REGISTRY without a trailing "/"; "" turns the core rule off.
+	Registry string
+	// Ignored are the IGNORED_REGISTRIES entries as written, without a
+	// trailing "/" (CanonicalPrefix gives their comparison form).
+	Ignored []string
+	// Map is REGISTRY_MAP in the order written; a Source of "*" is the
+	// fallback.
+	Map []Rule
+}
+
+// ParsePlan parses REGISTRY, IGNORED_REGISTRIES and the REGISTRY_MAP entries
+// ("source=target"), reporting every invalid value at once.
+func ParsePlan(registry string, ignored, mapping []string) (Plan, error) {
+	p := Plan{Registry: strings.TrimSuffix(registry, "/")}
 	var errs []error
 	// A REGISTRY of "/" trims to "", which would turn the core rule off
 	// without a word: a value that is set is validated, even when empty
 	// after trimming.
 	if registry != "" {
-		if err := ValidateRegistry(r.registry); err != nil {
+		if err := ValidateRegistry(p.Registry); err != nil {
 			errs = append(errs, fmt.Errorf("registry %q: %w", registry, err))
-		} else {
-			r.allow(r.registry)
 		}
 	}
-	for _, p := range ignored {
-		if p = strings.TrimSuffix(p, "/"); p == "" {
+	for _, prefix := range ignored {
+		if prefix = strings.TrimSuffix(prefix, "/"); prefix == "" {
 			continue
 		}
-		prefix, err := CanonicalPrefix(p)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("ignored registry %q: %w", p, err))
+		if _, err := CanonicalPrefix(prefix); err != nil {
+			errs = append(errs, fmt.Errorf("ignored registry %q: %w", prefix, err))
 			continue
 		}
-		r.allowed = append(r.allowed, prefix)
+		p.Ignored = append(p.Ignored, prefix)
 	}
 	rules, err := ParseRegistryMap(mapping)
 	if err != nil {
 		errs = append(errs, err)
 	}
-	for _, rule := range rules {
-		if rule.Source == "*" {
-			r.fallback = rule.Target
-		} else {
-			if r.bySource == nil {
-				r.bySource = make(map[string]string, len(rules))
-			}
-			r.bySource[rule.Source] = rule.Target
-		}
-		r.allow(rule.Target)
-	}
+	p.Map = rules
 	if err := errors.Join(errs...); err != nil {
-		return nil, err
+		return Plan{}, err
 	}
-	return r, nil
+	return p, nil
 }
 
-// allow adds a validated REGISTRY or map target to the allowed prefixes.
-func (r *Rewriter) allow(target string) {
-	prefix, err := CanonicalPrefix(target)
-	if err != nil {
-		// ValidateRegistry accepted target, and it is stricter.
-		panic(fmt.Sprintf("images: validated target %q has no canonical form: %v", target, err))
+// Targets returns REGISTRY and every REGISTRY_MAP target, in that order,
+// without repeats: the registries images are rewritten to.
+func (p Plan) Targets() []string {
+	var out []string
+	seen := map[string]bool{"": true}
+	for _, t := range append([]string{p.Registry}, p.mapTargets()...) {
+		if !seen[t] {
+			seen[t] = true
+			out = append(out, t)
+		}
 	}
-	r.allowed = append(r.allowed, prefix)
+	return out
 }
+
+func (p Plan) mapTargets() []string {
+	out := make([]string, 0, len(p.Map))
+	for _, r := range p.Map {
+		out = append(out, r.Target)
+	}
+	return out
+}
+
+// AllowedPrefixes returns the canonical prefixes (CanonicalPrefix) images
+// may be pulled from as they are: REGISTRY, the IGNORED_REGISTRIES entries
+// and every REGISTRY_MAP target, in that order.
+func (p Plan) AllowedPrefixes() []string {
+	var out []string
+	add := func(prefix string) {
+		c, err := CanonicalPrefix(prefix)
+		if err != nil {
+			// ParsePlan validated every entry, and ValidateRegistry is
+			// stricter than CanonicalPrefix.
+			panic(fmt.Sprintf("images: validated prefix %q has no canonical form: %v", prefix, err))
+		}
+		out = append(out, c)
+	}
+	if p.Registry != "" {
+		add(p.Registry)
+	}
+	for _, prefix := range p.Ignored {
+		add(prefix)
+	}
+	for _, rule := range p.Map {
+		add(rule.Target)
+	}
+	return out
+}
+
+// Enabled reports whether any rule of the plan can change an image.
+func (p Plan) Enabled() bool { return p.Registry != "" || len(p.Map) > 0 }
+
+// New parses the settings into a Plan and compiles it: registry is REGISTRY,
+// ignored IGNORED_REGISTRIES and mapping the REGISTRY_MAP entries.
+func New(registry string, ignored, mapping []string) (*Rewriter, error) {
+	p, err := ParsePlan(registry, ignored, mapping)
+	if err != nil {
+		return nil, err
+	}
+	return Compile(p), nil
+}
+
+// Compile builds the Rewriter of a plan ParsePlan returned.
+func Compile(p Plan) *Rewriter {
+	r := &Rewriter{plan: p, registry: p.Registry, allowed: p.AllowedPrefixes(), memo: newMemo(memoEntries, memoBytes)}
+	for _, rule := range p.Map {
+		if rule.Source == "*" {
+			r.fallback = rule.Target
+			continue
+		}
+		if r.bySource == nil {
+			r.bySource = make(map[string]string, len(p.Map))
+		}
+		r.bySource[rule.Source] = rule.Target
+	}
+	return r
+}
+
+// Plan returns the plan the Rewriter was compiled from.
+func (r *Rewriter) Plan() Plan { return r.plan }
 
 // Enabled reports whether any rule can change an image.
 func (r *Rewriter) Enabled() bool {

@@ -51,6 +51,7 @@ func assertRewrite(t *testing.T, r *images.Rewriter, in, want string, refused bo
 }
 
 func TestRewriteCoreRule(t *testing.T) {
+	t.Parallel()
 	// The 255-character limit applies to the path after the registry host:
 	// "a/" + 250 chars is 252 long; under the mirror it is "mirror/a/..." = 259.
 	long := "a/" + strings.Repeat("b", 250)
@@ -132,6 +133,7 @@ func TestRewriteCoreRule(t *testing.T) {
 }
 
 func TestRewriteTooLongPrecondition(t *testing.T) {
+	t.Parallel()
 	// Guards the "result too long" row above: the original must parse and
 	// the naive rewrite must not, or that row tests nothing.
 	long := "a/" + strings.Repeat("b", 250) + ":1"
@@ -144,6 +146,7 @@ func TestRewriteTooLongPrecondition(t *testing.T) {
 }
 
 func TestRewriteRegistryMap(t *testing.T) {
+	t.Parallel()
 	dockerhub := "harbor.example.com/dockerhub"
 	quay := "harbor.example.com/quay"
 	tests := []struct {
@@ -193,6 +196,7 @@ func TestRewriteRegistryMap(t *testing.T) {
 }
 
 func TestEnabled(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name     string
 		registry string
@@ -214,6 +218,7 @@ func TestEnabled(t *testing.T) {
 }
 
 func TestNewErrors(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name     string
 		registry string
@@ -241,6 +246,7 @@ func TestNewErrors(t *testing.T) {
 }
 
 func TestParseRegistryMap(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name    string
 		entries []string
@@ -277,6 +283,7 @@ func TestParseRegistryMap(t *testing.T) {
 }
 
 func TestParseRegistryMapErrors(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name    string
 		entries []string
@@ -310,6 +317,7 @@ func TestParseRegistryMapErrors(t *testing.T) {
 }
 
 func TestValidateRegistry(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		registry string
 		ok       bool
@@ -366,6 +374,7 @@ func idempotencyRewriters(t testing.TB) map[string]*images.Rewriter {
 }
 
 func TestRewriteIdempotent(t *testing.T) {
+	t.Parallel()
 	for name, r := range idempotencyRewriters(t) {
 		t.Run(name, func(t *testing.T) {
 			for _, in := range idempotencyInputs {

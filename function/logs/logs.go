@@ -6,16 +6,10 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-
-	"github.com/mutator-dev/mutator/function/config"
 )
 
-// New returns a JSON logger to stderr at LOG_LEVEL.
-func New(level string) (*zap.Logger, error) {
-	lvl, err := config.ParseLevel(level)
-	if err != nil {
-		return nil, err
-	}
+// New returns a JSON logger to stderr at the level.
+func New(lvl zapcore.Level) (*zap.Logger, error) {
 	cfg := zap.NewProductionConfig()
 	cfg.Level = zap.NewAtomicLevelAt(lvl)
 	cfg.EncoderConfig.TimeKey = "ts"

@@ -38,13 +38,10 @@ type Mutator struct {
 	excluded func(string) bool
 }
 
-// New builds a Mutator from a validated configuration.
-func New(cfg config.Config) (*Mutator, error) {
-	rules, err := mutation.New(cfg)
-	if err != nil {
-		return nil, err
-	}
-	return &Mutator{rules: rules, excluded: cfg.Excluded}, nil
+// New builds a Mutator from the parsed rules; review's EXCLUDE_NAMESPACES
+// leaves objects of those namespaces alone, as the webhook does.
+func New(rules mutation.Options, review config.Review) *Mutator {
+	return &Mutator{rules: mutation.New(rules), excluded: review.Excluded}
 }
 
 // Change is one change, with the object it belongs to.

@@ -77,9 +77,9 @@ func (m *Metrics) Handler() http.Handler {
 }
 
 // Observe implements admission.Observer.
-func (m *Metrics) Observe(ctx context.Context, o admission.Outcome) {
+func (m *Metrics) Observe(ctx context.Context, o admission.Decision) {
 	attrs := m.set(bounded(o.Request.Resource.Resource, "pods", "persistentvolumeclaims"),
-		bounded(string(o.Request.Operation), "CREATE", "UPDATE", "DELETE", "CONNECT"), string(o.Result))
+		bounded(string(o.Request.Operation), "CREATE", "UPDATE", "DELETE", "CONNECT"), string(o.Verdict))
 	m.reviews.Add(ctx, 1, attrs)
 	m.duration.Record(ctx, o.Duration.Seconds(), attrs)
 	for _, c := range o.Changes {

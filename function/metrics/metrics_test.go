@@ -35,10 +35,10 @@ func TestObserve(t *testing.T) {
 		Resource: metav1.GroupVersionResource{Version: "v1", Resource: "pods"}}
 	bogus := &admissionv1.AdmissionRequest{Operation: "EXPLODE",
 		Resource: metav1.GroupVersionResource{Resource: "made-up"}}
-	outcomes := []admission.Outcome{
-		{Request: pod, Result: admission.Patched, Duration: time.Millisecond, Changes: []mutation.Change{{Kind: mutation.KindImage}, {Kind: mutation.KindImage}, {Kind: mutation.KindPullSecret}}},
-		{Request: pod, Result: admission.Unchanged, Duration: time.Millisecond},
-		{Request: bogus, Result: admission.Skipped, Duration: time.Millisecond},
+	outcomes := []admission.Decision{
+		{Request: pod, Verdict: admission.Patched, Duration: time.Millisecond, Changes: []mutation.Change{{Kind: mutation.KindImage}, {Kind: mutation.KindImage}, {Kind: mutation.KindPullSecret}}},
+		{Request: pod, Verdict: admission.Unchanged, Duration: time.Millisecond},
+		{Request: bogus, Verdict: admission.Skipped, Duration: time.Millisecond},
 	}
 	for _, o := range outcomes {
 		m.Observe(context.Background(), o)

@@ -24,18 +24,18 @@ type fallbackKey struct{ action, reason string }
 func (mi *mirrorInstruments) init(meter metric.Meter) error {
 	var err error
 	if mi.fallbacks, err = meter.Int64Counter("mutator.mirror.fallbacks",
-		metric.WithDescription("Rewritten images whose mirror check did not come back present, by action (deny, original: admitted as written, outside the mirror; warn; rewrite: unchecked) and reason (missing, error, timeout, circuit-open; skipped: not checked, past the review's lookup cap, deadline or in-flight limit)."),
+		metric.WithDescription("Rewritten images whose mirror check did not come back present, by action (deny, original: admitted as written, outside the mirror; warn; rewrite: unchecked; copy: denied, the copier asked to copy it) and reason (missing, error, timeout, circuit-open; skipped: not checked, past the review's lookup cap, deadline or in-flight limit)."),
 		metric.WithUnit("{image}")); err != nil {
 		return fmt.Errorf("creating mirror fallbacks counter: %w", err)
 	}
 	return nil
 }
 
-func (mi *mirrorInstruments) observe(ctx context.Context, o admission.Outcome) {
+func (mi *mirrorInstruments) observe(ctx context.Context, o admission.Decision) {
 	for _, f := range o.MirrorFallbacks {
 		// A summary entry stands for 1+More images.
 		mi.fallbacks.Add(ctx, int64(1+f.More), mi.set(
-			bounded(string(f.Action), "deny", "original", "warn", "rewrite"),
+			bounded(string(f.Action), "deny", "original", "warn", "rewrite", "copy"),
 			bounded(string(f.Reason), "missing", "error", "timeout", "circuit-open", "skipped")))
 	}
 }

@@ -39,14 +39,15 @@ func TestMirrorMetrics(t *testing.T) {
 	}
 	// One failure opens the circuit (Failures: 1).
 	dead := "127.0.0.1:1"
-	if res, _ := c.Exists(t.Context(), dead+"/mirror/app:v1"); res.Outcome != mirror.Error {
-		t.Fatalf("dead registry: %s, want error", res.Outcome)
+	if res, _ := c.Exists(t.Context(), dead+"/mirror/app:v1"); res.Status != mirror.Error {
+		t.Fatalf("dead registry: %s, want error", res.Status)
 	}
 
 	pod := &admissionv1.AdmissionRequest{Operation: admissionv1.Create, Resource: metav1.GroupVersionResource{Version: "v1", Resource: "pods"}}
-	m.Observe(context.Background(), admission.Outcome{Request: pod, Result: admission.Patched, MirrorFallbacks: []admission.MirrorFallback{
+	m.Observe(context.Background(), admission.Decision{Request: pod, Verdict: admission.Patched, MirrorFallbacks: []admission.MirrorFallback{
 		{Action: admission.MirrorOriginal, Reason: mirror.Missing},
 		{Action: admission.MirrorRewrite, Reason: mirror.Timeout},
+		{Action: admission.MirrorCopy, Reason: mirror.Missing},
 		{Action: "made-up", Reason: "invented"},
 		// A summary entry of the admission controller: 1+More images.
 		{Action: admission.MirrorRewrite, Reason: mirror.Skipped, More: 2},
@@ -56,6 +57,7 @@ func TestMirrorMetrics(t *testing.T) {
 	for _, want := range []string{
 		`mutator_mirror_fallbacks_total{action="original",reason="missing"} 1`,
 		`mutator_mirror_fallbacks_total{action="rewrite",reason="timeout"} 1`,
+		`mutator_mirror_fallbacks_total{action="copy",reason="missing"} 1`,
 		`mutator_mirror_fallbacks_total{action="other",reason="other"} 1`,
 		`mutator_mirror_fallbacks_total{action="rewrite",reason="skipped"} 3`,
 		`mutator_mirror_checks_total{result="present"} 2`,

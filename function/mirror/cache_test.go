@@ -11,7 +11,7 @@ import (
 func TestCacheBound(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	key := func(i int) string { return fmt.Sprintf("registry.example.com/mirror/app-%04d:v1", i) }
-	per := cost(key(0))
+	per := cost(key(0), answer{})
 	tests := []struct {
 		name        string
 		maxEntries  int64 // the cache holds this many entries' bytes
@@ -35,15 +35,15 @@ func TestCacheBound(t *testing.T) {
 						t.Fatalf("key %d gone before the bound was reached", tt.touch)
 					}
 				}
-				c.put(key(i), i%2 == 0, t0.Add(time.Minute))
+				c.put(key(i), answer{present: i%2 == 0}, t0.Add(time.Minute))
 			}
 			n, bytes := c.stats()
 			if n != tt.wantEntries || bytes > tt.maxEntries*per {
 				t.Errorf("%d entries, %d bytes; want %d entries within %d bytes", n, bytes, tt.wantEntries, tt.maxEntries*per)
 			}
 			for _, i := range tt.wantKept {
-				if present, ok := c.get(key(i), t0); !ok || present != (i%2 == 0) {
-					t.Errorf("key %d: %v, %v; want kept with present=%v", i, present, ok, i%2 == 0)
+				if v, ok := c.get(key(i), t0); !ok || v.present != (i%2 == 0) {
+					t.Errorf("key %d: %v, %v; want kept with present=%v", i, v.present, ok, i%2 == 0)
 				}
 			}
 			for _, i := range tt.wantGone {
@@ -55,14 +55,14 @@ func TestCacheBound(t *testing.T) {
 	}
 
 	c := newCache(10 * per)
-	c.put(key(1), true, t0.Add(time.Second))
+	c.put(key(1), answer{present: true}, t0.Add(time.Second))
 	if _, ok := c.get(key(1), t0.Add(time.Second)); ok {
 		t.Error("entry answered at its expiry")
 	}
 	if n, bytes := c.stats(); n != 0 || bytes != 0 {
 		t.Errorf("expired entry not removed: %d entries, %d bytes", n, bytes)
 	}
-	c.put(string(make([]byte, 11*per)), true, t0.Add(time.Second))
+	c.put(string(make([]byte, 11*per)), answer{present: true}, t0.Add(time.Second))
 	if n, _ := c.stats(); n != 0 {
 		t.Error("a key larger than the cache was stored")
 	}
@@ -75,15 +75,15 @@ func TestAnswersKeepPresent(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	later := t0.Add(time.Hour)
 	key := func(kind string, i int) string { return fmt.Sprintf("registry.example.com/mirror/%s-%06d:v1", kind, i) }
-	a := newAnswers(100 * cost(key("app", 0)))
+	a := newAnswers(100 * cost(key("app", 0), answer{}))
 	for i := range 50 {
-		a.put(key("app", i), true, later)
+		a.put(key("app", i), answer{present: true}, later)
 	}
 	for i := range 10_000 {
-		a.put(key("made-up", i), false, later)
+		a.put(key("made-up", i), answer{}, later)
 	}
 	for i := range 50 {
-		if present, ok := a.get(key("app", i), t0); !ok || !present {
+		if v, ok := a.get(key("app", i), t0); !ok || !v.present {
 			t.Fatalf("present answer %d evicted by missing ones", i)
 		}
 	}
@@ -93,12 +93,46 @@ func TestAnswersKeepPresent(t *testing.T) {
 	if n, _ := a.missing.stats(); n > 25 {
 		t.Errorf("%d missing answers kept, want at most a quarter of the bytes (25 entries)", n)
 	}
-	a.put(key("app", 0), false, later)
-	if present, ok := a.get(key("app", 0), t0); !ok || present {
-		t.Errorf("flipped to missing: got present %v, ok %v", present, ok)
+	a.put(key("app", 0), answer{}, later)
+	if v, ok := a.get(key("app", 0), t0); !ok || v.present {
+		t.Errorf("flipped to missing: got present %v, ok %v", v.present, ok)
 	}
-	a.put(key("app", 0), true, later)
-	if present, ok := a.get(key("app", 0), t0); !ok || !present {
-		t.Errorf("flipped back to present: got present %v, ok %v", present, ok)
+	a.put(key("app", 0), answer{present: true, digest: testDigest}, later)
+	if v, ok := a.get(key("app", 0), t0); !ok || !v.present || v.digest != testDigest {
+		t.Errorf("flipped back to present: got %+v, ok %v", v, ok)
+	}
+}
+
+const testDigest = "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+
+// TestCacheCountsDigests: the bytes bound counts each present answer's
+// digest, so that pinning (PIN_DIGESTS) does not let the cache grow past
+// MIRROR_CACHE_SIZE; a digest that changes (a tag moved) is accounted anew.
+func TestCacheCountsDigests(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	key := func(i int) string { return fmt.Sprintf("registry.example.com/mirror/app-%04d:v1", i) }
+	withDigest := answer{present: true, digest: testDigest}
+	per := cost(key(0), withDigest)
+	if per != cost(key(0), answer{})+int64(len(testDigest)) {
+		t.Fatalf("cost %d does not count the digest", per)
+	}
+	c := newCache(10 * per)
+	for i := range 20 {
+		c.put(key(i), withDigest, t0.Add(time.Minute))
+	}
+	if n, bytes := c.stats(); n != 10 || bytes != 10*per {
+		t.Errorf("%d entries, %d bytes; want 10 entries, %d bytes", n, bytes, 10*per)
+	}
+	if v, ok := c.get(key(19), t0); !ok || v.digest != testDigest {
+		t.Errorf("latest entry %+v, %v; want its digest kept", v, ok)
+	}
+	// Replacing an answer re-counts it: without the digest it costs less.
+	c.put(key(19), answer{present: true}, t0.Add(time.Minute))
+	if _, bytes := c.stats(); bytes != 9*per+cost(key(19), answer{}) {
+		t.Errorf("%d bytes after a digest was dropped, want %d", bytes, 9*per+cost(key(19), answer{}))
+	}
+	c.put(key(19), withDigest, t0.Add(time.Minute))
+	if _, bytes := c.stats(); bytes != 10*per {
+		t.Errorf("%d bytes after the digest came back, want %d", bytes, 10*per)
 	}
 }

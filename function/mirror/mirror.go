@@ -37,23 +37,25 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
 	"go.uber.org/zap"
+
+	"github.com/mutator-dev/mutator/internal/defaults"
 )
 
-// Outcome is the answer to one check; it labels metrics.
-type Outcome string
+// Status is the answer to one check; it labels metrics.
+type Status string
 
 // The outcomes of a check. Only Present and Missing are answers from the
 // registry; the others mean the webhook does not know.
 const (
-	Present     Outcome = "present"      // the registry has the manifest
-	Missing     Outcome = "missing"      // the registry answered 404 for the manifest
-	Error       Outcome = "error"        // any other failure: 5xx, 401/403, TLS, refused connection
-	Timeout     Outcome = "timeout"      // no answer within the timeout (or the caller's deadline)
-	CircuitOpen Outcome = "circuit-open" // not asked: the registry's circuit is open
+	Present     Status = "present"      // the registry has the manifest
+	Missing     Status = "missing"      // the registry answered 404 for the manifest
+	Error       Status = "error"        // any other failure: 5xx, 401/403, TLS, refused connection
+	Timeout     Status = "timeout"      // no answer within the timeout (or the caller's deadline)
+	CircuitOpen Status = "circuit-open" // not asked: the registry's circuit is open
 	// Skipped is never returned by the checker: the admission controller
 	// uses it for an image it did not ask about because its review had
 	// reached its lookup limit (MIRROR_CHECK_MAX_LOOKUPS).
-	Skipped Outcome = "skipped"
+	Skipped Status = "skipped"
 )
 
 // Results of registry lookups that are not check outcomes: they label the
@@ -61,15 +63,15 @@ const (
 const (
 	// lookupCancelled: no check waited for the lookup any more (their
 	// reviews' deadlines had passed), so it was stopped.
-	lookupCancelled Outcome = "cancelled"
+	lookupCancelled Status = "cancelled"
 	// lookupNoSlot: no slot freed (MaxInFlight) within maxSlotWait; the
 	// registry was not asked. (A lookup whose checks gave up while it
 	// waited is cancelled.)
-	lookupNoSlot Outcome = "no-slot"
+	lookupNoSlot Status = "no-slot"
 )
 
 // Known reports whether the outcome is an answer from the registry.
-func (o Outcome) Known() bool { return o == Present || o == Missing }
+func (o Status) Known() bool { return o == Present || o == Missing }
 
 // Defaults for the zero values of Options.
 const (
@@ -141,9 +143,9 @@ type Options struct {
 	Logger *zap.Logger
 }
 
-// Result is the answer to one check.
-type Result struct {
-	Outcome Outcome
+// Lookup is the answer to one check.
+type Lookup struct {
+	Status Status
 	// Registry is the host the reference names.
 	Registry string
 	// Cached is true when the answer came from the cache.
@@ -152,6 +154,12 @@ type Result struct {
 	// waited for too (singleflight): true for all of them, the one that
 	// started it included.
 	Shared bool
+	// Digest is, for a Present answer, the manifest digest the registry's
+	// HEAD answered with (Docker-Content-Digest; for a multi-platform tag,
+	// the index's), cached with the answer: "sha256:…". Empty when the
+	// registry answered 200 without a digest that parses (the answer is
+	// still Present, and nothing should be pinned to it).
+	Digest string
 }
 
 // ErrCircuitOpen is returned (wrapped) for CircuitOpen outcomes.
@@ -162,7 +170,7 @@ type Stats struct {
 	Lookups      uint64 // lookups that went to a registry (each one or more HTTP requests)
 	CacheHits    uint64
 	CacheMisses  uint64
-	Shared       uint64 // checks answered by a lookup other checks shared (see Result.Shared)
+	Shared       uint64 // checks answered by a lookup other checks shared (see Lookup.Shared)
 	CircuitOpens uint64 // lookups refused by an open circuit
 	Cancelled    uint64 // lookups stopped because no check waited for them any more
 	NoSlot       uint64 // lookups that got no slot (MaxInFlight) within 10s: the registry was not asked
@@ -244,21 +252,11 @@ type pullerGen struct {
 // New builds a checker. It contacts no registry: the first check does.
 // ctx's values are kept for lookups, its cancellation is not (see Close).
 func New(ctx context.Context, opts Options) (*Checker, error) {
-	if opts.Timeout <= 0 {
-		opts.Timeout = DefaultTimeout
-	}
-	if opts.CacheBytes <= 0 {
-		opts.CacheBytes = DefaultCacheBytes
-	}
-	if opts.Failures <= 0 {
-		opts.Failures = DefaultFailures
-	}
-	if opts.Cooldown <= 0 {
-		opts.Cooldown = DefaultCooldown
-	}
-	if opts.MaxInFlight <= 0 {
-		opts.MaxInFlight = DefaultMaxInFlight
-	}
+	opts.Timeout = defaults.Positive(opts.Timeout, DefaultTimeout)
+	opts.CacheBytes = defaults.Positive(opts.CacheBytes, DefaultCacheBytes)
+	opts.Failures = defaults.Positive(opts.Failures, DefaultFailures)
+	opts.Cooldown = defaults.Positive(opts.Cooldown, DefaultCooldown)
+	opts.MaxInFlight = defaults.Positive(opts.MaxInFlight, DefaultMaxInFlight)
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -309,7 +307,7 @@ func New(ctx context.Context, opts Options) (*Checker, error) {
 			remote.WithRetryBackoff(remote.Backoff{Steps: 1}),
 		}
 	}
-	c.remoteOpts, c.probeOpts = options(rt), options(probeRT)
+	c.remoteOpts, c.probeOpts = options(noting{rt}), options(probeRT)
 	if _, err := c.newPuller(); err != nil {
 		return nil, err
 	}
@@ -367,18 +365,15 @@ func (c *Checker) Stats() Stats {
 // Cached returns the cached answer for ref, without contacting anyone; ok is
 // false when there is none. It counts as a check in metrics only when it
 // answers.
-func (c *Checker) Cached(ctx context.Context, ref string) (Result, bool) {
-	present, ok := c.cache.get(ref, c.now())
+func (c *Checker) Cached(ctx context.Context, ref string) (Lookup, bool) {
+	v, ok := c.cache.get(ref, c.now())
 	if !ok {
-		return Result{}, false
+		return Lookup{}, false
 	}
 	c.hits.Add(1)
 	c.m.cacheHits.Add(ctx, 1)
-	r := Result{Outcome: Missing, Cached: true}
-	if present {
-		r.Outcome = Present
-	}
-	c.m.checks.Add(ctx, 1, c.m.outcome(r.Outcome))
+	r := cachedLookup(v)
+	c.m.checks.Add(ctx, 1, c.m.outcome(r.Status))
 	return r, true
 }
 
@@ -387,23 +382,19 @@ func (c *Checker) Cached(ctx context.Context, ref string) (Result, bool) {
 // says why the answer is unknown. The check returns when ctx is done even if
 // the lookup has not; the lookup is then cancelled unless other checks still
 // wait for it. A check whose ctx is done already starts no lookup.
-func (c *Checker) Exists(ctx context.Context, ref string) (Result, error) {
+func (c *Checker) Exists(ctx context.Context, ref string) (Lookup, error) {
 	start := time.Now()
 	r, err := c.exists(ctx, ref)
-	c.m.checks.Add(ctx, 1, c.m.outcome(r.Outcome))
-	c.m.checkDuration.Record(ctx, time.Since(start).Seconds(), c.m.outcome(r.Outcome))
+	c.m.checks.Add(ctx, 1, c.m.outcome(r.Status))
+	c.m.checkDuration.Record(ctx, time.Since(start).Seconds(), c.m.outcome(r.Status))
 	return r, err
 }
 
-func (c *Checker) exists(ctx context.Context, ref string) (Result, error) {
-	if present, ok := c.cache.get(ref, c.now()); ok {
+func (c *Checker) exists(ctx context.Context, ref string) (Lookup, error) {
+	if v, ok := c.cache.get(ref, c.now()); ok {
 		c.hits.Add(1)
 		c.m.cacheHits.Add(ctx, 1)
-		r := Result{Outcome: Missing, Cached: true}
-		if present {
-			r.Outcome = Present
-		}
-		return r, nil
+		return cachedLookup(v), nil
 	}
 	c.misses.Add(1)
 	c.m.cacheMisses.Add(ctx, 1)
@@ -434,17 +425,25 @@ func (c *Checker) exists(ctx context.Context, ref string) (Result, error) {
 		if l.outcome == lookupNoSlot {
 			o = Timeout
 		}
-		return Result{Outcome: o, Registry: l.registry, Shared: f.shared}, l.err
+		return Lookup{Status: o, Registry: l.registry, Shared: f.shared}, l.err
 	}
-	return Result{Outcome: l.outcome, Registry: l.registry, Shared: f.shared}, l.err
+	return Lookup{Status: l.outcome, Registry: l.registry, Shared: f.shared, Digest: l.digest}, l.err
 }
 
-func gaveUp(ctx context.Context, ref string) (Result, error) {
+// cachedLookup is the Lookup of a cached answer.
+func cachedLookup(v answer) Lookup {
+	if v.present {
+		return Lookup{Status: Present, Cached: true, Digest: v.digest}
+	}
+	return Lookup{Status: Missing, Cached: true}
+}
+
+func gaveUp(ctx context.Context, ref string) (Lookup, error) {
 	outcome := Timeout
 	if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		outcome = Error
 	}
-	return Result{Outcome: outcome}, fmt.Errorf("mirror: checking %s: gave up waiting: %w", ref, context.Cause(ctx))
+	return Lookup{Status: outcome}, fmt.Errorf("mirror: checking %s: gave up waiting: %w", ref, context.Cause(ctx))
 }
 
 // join returns the lookup in flight for ref, starting one if there is none,
@@ -492,8 +491,9 @@ func (c *Checker) fly(ctx context.Context, ref string, f *flight, review any) {
 }
 
 type lookupResult struct {
-	outcome  Outcome
+	outcome  Status
 	registry string
+	digest   string // Present: the manifest's digest, "" if the registry sent none that parses
 	err      error
 }
 
@@ -566,17 +566,34 @@ func (c *Checker) lookup(ctx context.Context, ref string, review any) lookupResu
 	c.lookups.Add(1)
 	start := time.Now()
 	hctx, hcancel := context.WithTimeout(ctx, c.timeout)
-	_, err = c.currentPuller().Head(hctx, parsed)
+	// The note sees the manifest HEAD's status, which the puller does not
+	// return when it refuses the response's headers.
+	note := new(headNote)
+	hctx = context.WithValue(hctx, headNoteKey{}, note)
+	desc, err := c.currentPuller().Head(hctx, parsed)
 	if errors.Is(err, context.Canceled) && hctx.Err() == nil {
 		// Another lookup of the same repository, whose checks gave up,
 		// was setting up the connection this one shares (the puller does
 		// it once per repository, with the first lookup's context), and
 		// forgot it: set it up again with this lookup's own.
-		_, err = c.currentPuller().Head(hctx, parsed)
+		desc, err = c.currentPuller().Head(hctx, parsed)
 	}
 	hcancel()
 	if ctx.Err() != nil {
 		return c.dropped(res, ref)
+	}
+	switch {
+	case err == nil:
+		// Parsed by the puller (v1.NewHash): algorithm and hex length.
+		res.digest = desc.Digest.String()
+	case note.status.Load() == http.StatusOK:
+		// The registry has the manifest, but its answer lacks a header
+		// the puller requires (Docker-Content-Digest, Content-Type,
+		// Content-Length), or its digest does not parse or does not
+		// match a reference by digest: present, with nothing to pin.
+		c.logger.Warn("mirror answered 200 for a manifest without a usable digest: present, not pinned",
+			zap.String("reference", ref), zap.Error(err))
+		err = nil
 	}
 	res.outcome = classify(err)
 	c.m.lookups.Add(c.base, 1, c.m.outcome(res.outcome))
@@ -585,11 +602,11 @@ func (c *Checker) lookup(ctx context.Context, ref string, review any) lookupResu
 	switch res.outcome {
 	case Present:
 		if c.posTTL > 0 {
-			c.cache.put(ref, true, now.Add(c.posTTL))
+			c.cache.put(ref, answer{present: true, digest: res.digest}, now.Add(c.posTTL))
 		}
 	case Missing:
 		if c.negTTL > 0 {
-			c.cache.put(ref, false, now.Add(c.negTTL))
+			c.cache.put(ref, answer{}, now.Add(c.negTTL))
 		}
 	case Timeout:
 		res.err = fmt.Errorf("mirror: HEAD %s: no answer from %s within %s: %w", ref, reg, c.timeout, err)
@@ -687,15 +704,47 @@ func (c *Checker) probe(reg string, circ *circuit) {
 	}
 }
 
-// parse reads a reference; loopback hosts (and, with Insecure, any host) may
-// be spoken to over plain HTTP.
-func (c *Checker) parse(ref string) (name.Reference, error) {
+// headNoteKey is the context key of a lookup's headNote.
+type headNoteKey struct{}
+
+// headNote records the status of a lookup's manifest HEAD.
+type headNote struct{ status atomic.Int32 }
+
+// noting is the lookups' transport: it records the status of a manifest
+// HEAD in the request's headNote, if any.
+type noting struct{ next http.RoundTripper }
+
+func (t noting) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.next.RoundTrip(req)
+	if err == nil && req.Method == http.MethodHead && strings.Contains(req.URL.Path, "/manifests/") {
+		if n, ok := req.Context().Value(headNoteKey{}).(*headNote); ok {
+			n.status.Store(int32(resp.StatusCode))
+		}
+	}
+	return resp, err
+}
+
+// CloseIdleConnections closes the wrapped transport's, as http.Client does.
+func (t noting) CloseIdleConnections() {
+	if c, ok := t.next.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
+// parse reads a reference as ParseReference does.
+func (c *Checker) parse(ref string) (name.Reference, error) { return ParseReference(ref, c.insecure) }
+
+// ParseReference reads a registry reference for go-containerregistry:
+// loopback hosts (and, with insecure, any host) may be spoken to over plain
+// HTTP, other hosts only over HTTPS. The copier parses its references the
+// same way.
+func ParseReference(ref string, insecure bool) (name.Reference, error) {
 	opts := []name.Option{name.WeakValidation}
-	if c.insecure {
+	if insecure {
 		opts = append(opts, name.Insecure)
 	}
 	r, err := name.ParseReference(ref, opts...)
-	if err != nil || c.insecure || !isLoopback(r.Context().RegistryStr()) {
+	if err != nil || insecure || !isLoopback(r.Context().RegistryStr()) {
 		return r, err
 	}
 	return name.ParseReference(ref, append(opts, name.Insecure)...)
@@ -717,7 +766,7 @@ func isLoopback(hostport string) bool {
 // classify maps a HEAD's error to an outcome. Only a 404 for the manifest
 // itself is Missing: a 404 from the /v2/ ping or a token endpoint says the
 // URL is not a registry, which is an error.
-func classify(err error) Outcome {
+func classify(err error) Status {
 	if err == nil {
 		return Present
 	}
@@ -803,7 +852,7 @@ type instruments struct {
 	lookupDuration         metric.Float64Histogram
 	cacheHits, cacheMisses metric.Int64Counter
 	circuit                metric.Int64Gauge
-	byOutcome              map[Outcome]metric.MeasurementOption
+	byOutcome              map[Status]metric.MeasurementOption
 }
 
 func (m *instruments) init(mp metric.MeterProvider) error {
@@ -840,14 +889,14 @@ func (m *instruments) init(mp metric.MeterProvider) error {
 		return wrap("circuit gauge", err)
 	}
 	// Built once: the set of outcomes is closed.
-	m.byOutcome = map[Outcome]metric.MeasurementOption{}
-	for _, o := range []Outcome{Present, Missing, Error, Timeout, CircuitOpen, Skipped, lookupCancelled, lookupNoSlot} {
+	m.byOutcome = map[Status]metric.MeasurementOption{}
+	for _, o := range []Status{Present, Missing, Error, Timeout, CircuitOpen, Skipped, lookupCancelled, lookupNoSlot} {
 		m.byOutcome[o] = metric.WithAttributeSet(attribute.NewSet(attribute.String("result", string(o))))
 	}
 	return nil
 }
 
-func (m *instruments) outcome(o Outcome) metric.MeasurementOption {
+func (m *instruments) outcome(o Status) metric.MeasurementOption {
 	if opt, ok := m.byOutcome[o]; ok {
 		return opt
 	}

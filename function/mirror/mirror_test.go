@@ -58,7 +58,7 @@ func TestExists(t *testing.T) {
 	tests := []struct {
 		name    string
 		ref     string
-		want    mirror.Outcome
+		want    mirror.Status
 		wantErr bool
 	}{
 		{"tag present", reg.Host + "/mirror/app:v1", mirror.Present, false},
@@ -76,7 +76,7 @@ func TestExists(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			res, err := c.Exists(t.Context(), tt.ref)
-			if res.Outcome != tt.want || (err != nil) != tt.wantErr {
+			if res.Status != tt.want || (err != nil) != tt.wantErr {
 				t.Fatalf("Exists(%q) = %+v, %v; want %s (error %v)", tt.ref, res, err, tt.want, tt.wantErr)
 			}
 			if tt.wantErr {
@@ -85,7 +85,7 @@ func TestExists(t *testing.T) {
 			}
 			// Present and missing are cached, errors are not.
 			again, err := c.Exists(t.Context(), tt.ref)
-			if err != nil || again.Outcome != tt.want || !again.Cached {
+			if err != nil || again.Status != tt.want || !again.Cached {
 				t.Errorf("second Exists(%q) = %+v, %v; want %s from the cache", tt.ref, again, err, tt.want)
 			}
 		})
@@ -125,7 +125,7 @@ func TestHungRegistry(t *testing.T) {
 		name      string
 		advance   time.Duration
 		hang      bool
-		want      mirror.Outcome
+		want      mirror.Status
 		wantAsked bool // the registry got requests during the step
 		wantState mirror.State
 		probes    uint64 // probes so far
@@ -145,9 +145,9 @@ func TestHungRegistry(t *testing.T) {
 		start := time.Now()
 		res, err := c.Exists(t.Context(), ref)
 		elapsed := time.Since(start)
-		t.Logf("%s: %s in %s (%v)", s.name, res.Outcome, elapsed.Round(time.Millisecond), err)
-		if res.Outcome != s.want {
-			t.Fatalf("%s: outcome %s, want %s (%v)", s.name, res.Outcome, s.want, err)
+		t.Logf("%s: %s in %s (%v)", s.name, res.Status, elapsed.Round(time.Millisecond), err)
+		if res.Status != s.want {
+			t.Fatalf("%s: outcome %s, want %s (%v)", s.name, res.Status, s.want, err)
 		}
 		if s.want == mirror.CircuitOpen && !errors.Is(err, mirror.ErrCircuitOpen) {
 			t.Errorf("%s: error %v does not wrap ErrCircuitOpen", s.name, err)
@@ -176,7 +176,7 @@ func TestChosenReferencesCannotOpenTheCircuit(t *testing.T) {
 		knownFirst bool   // a present reference was answered first: probes HEAD it
 		prefix     string // of the flood's repositories
 		status     int    // the registry answers everything with it
-		want       mirror.Outcome
+		want       mirror.Status
 		wantState  mirror.State
 		wantProbes bool
 	}{
@@ -194,7 +194,7 @@ func TestChosenReferencesCannotOpenTheCircuit(t *testing.T) {
 				Failures: 3, Cooldown: time.Hour, Logger: zaptest.NewLogger(t)})
 			present := reg.Host + "/mirror/app:v1"
 			if tt.knownFirst {
-				if res, err := c.Exists(t.Context(), present); err != nil || res.Outcome != mirror.Present {
+				if res, err := c.Exists(t.Context(), present); err != nil || res.Status != mirror.Present {
 					t.Fatalf("Exists(%s) = %+v, %v", present, res, err)
 				}
 			}
@@ -204,8 +204,8 @@ func TestChosenReferencesCannotOpenTheCircuit(t *testing.T) {
 			for i := range flood {
 				wg.Go(func() {
 					ref := fmt.Sprintf("%s/%s%03d/app:v1", reg.Host, tt.prefix, i)
-					if res, _ := c.Exists(t.Context(), ref); res.Outcome != tt.want && res.Outcome != mirror.CircuitOpen {
-						t.Errorf("Exists(%s) = %s, want %s", ref, res.Outcome, tt.want)
+					if res, _ := c.Exists(t.Context(), ref); res.Status != tt.want && res.Status != mirror.CircuitOpen {
+						t.Errorf("Exists(%s) = %s, want %s", ref, res.Status, tt.want)
 					}
 				})
 			}
@@ -227,7 +227,7 @@ func TestChosenReferencesCannotOpenTheCircuit(t *testing.T) {
 			if tt.wantState == mirror.Closed {
 				// The cluster's own image is still checked, by a lookup.
 				other := reg.Push(t, "mirror/other:v1")
-				if res, err := c.Exists(t.Context(), other); err != nil || res.Outcome != mirror.Present || res.Cached {
+				if res, err := c.Exists(t.Context(), other); err != nil || res.Status != mirror.Present || res.Cached {
 					t.Errorf("Exists(%s) after the flood = %+v, %v; want present from the registry", other, res, err)
 				}
 			}
@@ -258,7 +258,7 @@ func TestCallerDeadline(t *testing.T) {
 			c := newChecker(t, mirror.Options{Timeout: 10 * time.Second, PositiveTTL: time.Minute, Failures: 1})
 			ref := reg.Host + "/mirror/slow/app:v1"
 
-			patient := make(chan mirror.Result, 1)
+			patient := make(chan mirror.Lookup, 1)
 			if tt.patient {
 				go func() {
 					res, _ := c.Exists(t.Context(), ref)
@@ -273,13 +273,13 @@ func TestCallerDeadline(t *testing.T) {
 			start := time.Now()
 			res, err := c.Exists(ctx, ref)
 			deadline := time.Now()
-			t.Logf("caller with a 50ms deadline: %s in %s (%v)", res.Outcome, deadline.Sub(start).Round(time.Millisecond), err)
-			if res.Outcome != mirror.Timeout || !errors.Is(err, context.DeadlineExceeded) {
+			t.Logf("caller with a 50ms deadline: %s in %s (%v)", res.Status, deadline.Sub(start).Round(time.Millisecond), err)
+			if res.Status != mirror.Timeout || !errors.Is(err, context.DeadlineExceeded) {
 				t.Fatalf("Exists = %+v, %v; want timeout wrapping context.DeadlineExceeded", res, err)
 			}
 			if tt.patient {
-				if r := <-patient; r.Outcome != mirror.Present {
-					t.Errorf("the patient check got %s, want present", r.Outcome)
+				if r := <-patient; r.Status != mirror.Present {
+					t.Errorf("the patient check got %s, want present", r.Status)
 				}
 			} else {
 				time.Sleep(delay + 300*time.Millisecond) // past the moment the registry would answer
@@ -325,7 +325,7 @@ func TestSharedRepositorySetup(t *testing.T) {
 	if err := <-gaveUp; !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("the impatient check: %v, want it to give up", err)
 	}
-	if err != nil || res.Outcome != mirror.Present {
+	if err != nil || res.Status != mirror.Present {
 		t.Fatalf("the patient check of the same repository: %+v, %v; want present", res, err)
 	}
 	if st := c.CircuitState(reg.Host); st != mirror.Closed || c.Stats().Probes != 0 {
@@ -338,7 +338,10 @@ func TestSharedRepositorySetup(t *testing.T) {
 // deadline, and a lookup that got no slot never reaches the registry.
 func TestMaxInFlight(t *testing.T) {
 	reg := mirrortest.New(t, mirrortest.Options{})
-	reg.SetSlow("mirror/slow", 300*time.Millisecond)
+	// Far past the checks' deadline, so that no lookup frees its slot
+	// before the deadline even when a loaded machine runs timers late: the
+	// registry answers a lookup only when its client gives up.
+	reg.SetSlow("mirror/slow", 10*time.Second)
 	const max = 4
 	c := newChecker(t, mirror.Options{Timeout: 5 * time.Second, MaxInFlight: max, NegativeTTL: time.Minute})
 
@@ -351,7 +354,7 @@ func TestMaxInFlight(t *testing.T) {
 		wg.Go(func() {
 			res, err := c.Exists(mirror.WithReview(ctx), fmt.Sprintf("%s/mirror/slow%02d/app:v1", reg.Host, i))
 			if err == nil {
-				t.Errorf("check %d: %s, want gave up at the deadline", i, res.Outcome)
+				t.Errorf("check %d: %s, want gave up at the deadline", i, res.Status)
 			}
 			if time.Since(begin) > 2*time.Second {
 				late.Add(1)
@@ -389,7 +392,7 @@ func TestCredentials(t *testing.T) {
 		name    string
 		config  string // "" is no keychain
 		ref     string
-		want    mirror.Outcome
+		want    mirror.Status
 		wantErr bool
 	}{
 		{"no credentials", "", "mirror/app:v1", mirror.Error, true},
@@ -409,7 +412,7 @@ func TestCredentials(t *testing.T) {
 			}
 			c := newChecker(t, opts)
 			res, err := c.Exists(t.Context(), reg.Host+"/"+tt.ref)
-			if res.Outcome != tt.want || (err != nil) != tt.wantErr {
+			if res.Status != tt.want || (err != nil) != tt.wantErr {
 				t.Fatalf("Exists = %+v, %v; want %s (error %v)", res, err, tt.want, tt.wantErr)
 			}
 			if err != nil {
@@ -434,7 +437,7 @@ func TestCacheExpiry(t *testing.T) {
 		advance    time.Duration
 		push       string // pushed before the step
 		ref        string
-		want       mirror.Outcome
+		want       mirror.Status
 		wantCached bool
 		wantHeads  int64
 	}{
@@ -452,7 +455,7 @@ func TestCacheExpiry(t *testing.T) {
 			reg.Push(t, s.push)
 		}
 		res, err := c.Exists(t.Context(), s.ref)
-		if err != nil || res.Outcome != s.want || res.Cached != s.wantCached {
+		if err != nil || res.Status != s.want || res.Cached != s.wantCached {
 			t.Errorf("%s: %+v, %v; want %s, cached %v", s.name, res, err, s.want, s.wantCached)
 		}
 		if got := reg.ManifestHeads(); got != s.wantHeads {
@@ -468,7 +471,7 @@ func TestSingleflight(t *testing.T) {
 		name     string
 		replicas int
 		push     bool
-		want     mirror.Outcome
+		want     mirror.Status
 	}{
 		{"100 replicas, present", 100, true, mirror.Present},
 		{"100 replicas, missing", 100, false, mirror.Missing},
@@ -485,7 +488,7 @@ func TestSingleflight(t *testing.T) {
 			// is waiting, so that all of them are concurrent.
 			reg.SetHang(true)
 			ref := reg.Host + "/mirror/app:v1"
-			results := make([]mirror.Result, tt.replicas)
+			results := make([]mirror.Lookup, tt.replicas)
 			errs := make([]error, tt.replicas)
 			var wg sync.WaitGroup
 			for i := range tt.replicas {
@@ -502,7 +505,7 @@ func TestSingleflight(t *testing.T) {
 			t.Logf("%d checks answered %s %s after the registry was released; %d requests to the registry (HEADs and the /v2/ ping)",
 				tt.replicas, tt.want, time.Since(start).Round(time.Microsecond), reg.Requests()-before)
 			for i := range results {
-				if errs[i] != nil || results[i].Outcome != tt.want {
+				if errs[i] != nil || results[i].Status != tt.want {
 					t.Fatalf("check %d: %+v, %v; want %s", i, results[i], errs[i], tt.want)
 				}
 			}

@@ -8,7 +8,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/mutator-dev/mutator/function/config"
 	"github.com/mutator-dev/mutator/function/images"
 )
 
@@ -21,6 +20,9 @@ const (
 	KindPullSecret   Kind = "pull-secret"
 	KindPullPolicy   Kind = "pull-policy"
 	KindStorageClass Kind = "storage-class"
+	// KindAnnotation records the images as written
+	// (OriginalImagesAnnotation); it changes no image.
+	KindAnnotation Kind = "annotation"
 )
 
 // Change is one field the rules set: where (a JSON pointer), what to write,
@@ -47,6 +49,13 @@ func (c Change) Describe(pending bool) string {
 	switch {
 	case c.Kind == KindImage:
 		s = fmt.Sprintf("image %q %s %q", c.From, verb, c.To)
+	case c.Kind == KindAnnotation:
+		// Its value (up to 8 KiB) repeats the image changes beside it.
+		record := "records"
+		if pending {
+			record = "would record"
+		}
+		s = fmt.Sprintf("annotation %q %s the images as written", OriginalImagesAnnotation, record)
 	case c.From == "":
 		// Nothing was there: "pull-secret "" became ..." reads as a bug.
 		s = fmt.Sprintf("%s %s %q", c.Kind, set, c.To)
@@ -59,6 +68,16 @@ func (c Change) Describe(pending bool) string {
 	return s
 }
 
+// WithImage returns an image change that writes image instead: the mirror
+// stage pins a rewrite to the digest the mirror serves (PIN_DIGESTS). Other
+// changes come back as they are.
+func (c Change) WithImage(image string) Change {
+	if c.Kind == KindImage {
+		c.To, c.value = image, image
+	}
+	return c
+}
+
 // Rules applies the configuration to objects. It is immutable and safe for
 // concurrent use.
 type Rules struct {
@@ -67,24 +86,29 @@ type Rules struct {
 	appendSecret bool
 	policy       string // "" when the pull policy is not forced
 	storageClass string
+	record       bool // RECORD_ORIGINAL_IMAGES
 }
 
-// New builds the rules from a validated configuration.
-func New(cfg config.Config) (*Rules, error) {
-	rw, err := images.New(cfg.Registry, cfg.IgnoredRegistries, cfg.RegistryMap)
-	if err != nil {
-		return nil, fmt.Errorf("building image rules: %w", err)
+// Options are the rules' settings, parsed (config.Env.Parse builds them).
+type Options struct {
+	Images           images.Plan       // REGISTRY, REGISTRY_MAP, IGNORED_REGISTRIES
+	PullSecret       string            // IMAGE_PULL_SECRET; "" injects none
+	AppendPullSecret bool              // IMAGE_PULL_SECRET_APPEND
+	PullPolicy       corev1.PullPolicy // the forced pull policy; "" forces none
+	StorageClass     string            // DEFAULT_STORAGE_CLASS; "" sets none
+	RecordOriginal   bool              // RECORD_ORIGINAL_IMAGES
+}
+
+// New compiles the rules.
+func New(opts Options) *Rules {
+	return &Rules{
+		images:       images.Compile(opts.Images),
+		secret:       opts.PullSecret,
+		appendSecret: opts.AppendPullSecret,
+		policy:       string(opts.PullPolicy),
+		storageClass: opts.StorageClass,
+		record:       opts.RecordOriginal,
 	}
-	r := &Rules{
-		images:       rw,
-		secret:       cfg.ImagePullSecret,
-		appendSecret: cfg.ImagePullSecretAppend,
-		storageClass: cfg.DefaultStorageClass,
-	}
-	if cfg.ForceImagePullPolicy {
-		r.policy = cfg.ImagePullPolicyToForce
-	}
-	return r, nil
 }
 
 // Images returns the image rewriter the rules use.
@@ -102,6 +126,20 @@ func (p Problem) String() string { return p.Where + ": " + p.Err.Error() }
 // PodSpecOnCreate returns the changes for a new pod spec found at the JSON
 // pointer prefix ("/spec" for a Pod, "/spec/template/spec" for a
 // Deployment), and the images it cannot place under an allowed registry.
+//
+// A reference whose effective pull policy is Never is left as written and
+// never refused: the kubelet pulls nothing for it and runs the image the
+// node holds under that name, so a rewrite would only make the container
+// fail with ErrImageNeverPull. The effective policy is the forced one
+// (FORCE_IMAGE_PULL_POLICY) where the rules set it, else the reference's
+// own; an empty one (a manifest before the API server's defaulting) is not
+// Never.
+//
+// With RECORD_ORIGINAL_IMAGES, a spec decoded as part of a Pod (Decode of a
+// Pod, which reads its metadata too) gets the annotation
+// OriginalImagesAnnotation when an image is rewritten; a spec decoded on
+// its own (a workload's template in `mutator mutate`) never does, nor does
+// an UPDATE that adds an ephemeral container (see podSpec).
 func (r *Rules) PodSpecOnCreate(prefix string, spec *PodSpec) ([]Change, []Problem) {
 	return r.podSpec(prefix, spec, nil)
 }
@@ -121,9 +159,11 @@ func (r *Rules) PodSpecOnUpdate(prefix string, spec, old *PodSpec) ([]Change, []
 
 func (r *Rules) podSpec(prefix string, spec, old *PodSpec) ([]Change, []Problem) {
 	var (
-		changes  []Change
-		problems []Problem
-		before   map[containerKey]string // image of each container of old
+		changes   []Change
+		problems  []Problem
+		before    map[containerKey]string // image of each container of old
+		originals []original              // the images rewritten, as written
+		debug     bool                    // an UPDATE that adds an ephemeral container
 	)
 	if old != nil {
 		before = imagesByContainer(old)
@@ -138,16 +178,27 @@ func (r *Rules) podSpec(prefix string, spec, old *PodSpec) ([]Change, []Problem)
 			}
 			prev, existed := before[containerKey{ref.Field, ref.Name}]
 			isNew = !existed
+			debug = debug || (isNew && ref.Field == "ephemeralContainers")
 			if existed && prev == ref.Image {
 				continue
 			}
 		}
-		image, err := r.images.Rewrite(ref.Image)
-		if err != nil {
-			problems = append(problems, Problem{Where: ref.Where(), Err: err})
+		// The forced policy is set on new references only: an existing
+		// container's is immutable, so its own is the one the kubelet uses.
+		forced := r.policy != "" && isNew
+		effective := ref.PullPolicy
+		if forced {
+			effective = r.policy
+		}
+		image := ref.Image
+		if effective != string(corev1.PullNever) {
+			var err error
+			if image, err = r.images.Rewrite(ref.Image); err != nil {
+				problems = append(problems, Problem{Where: ref.Where(), Err: err})
+			}
 		}
 		rewrite := image != ref.Image
-		policy := r.policy != "" && isNew && ref.PullPolicy != r.policy
+		policy := forced && ref.PullPolicy != r.policy
 		if !rewrite && !policy {
 			continue
 		}
@@ -157,6 +208,9 @@ func (r *Rules) podSpec(prefix string, spec, old *PodSpec) ([]Change, []Problem)
 		if rewrite {
 			changes = append(changes, Change{Kind: KindImage, Path: ref.ImagePath(prefix), Where: where,
 				From: ref.Image, To: image, op: "replace", value: image})
+			if r.record {
+				originals = append(originals, original{ref.Field + "/" + ref.Name, ref.Image})
+			}
 		}
 		if policy {
 			// "add" sets the member whether or not it is present.
@@ -166,6 +220,16 @@ func (r *Rules) podSpec(prefix string, spec, old *PodSpec) ([]Change, []Problem)
 	}
 	if old == nil && r.secret != "" {
 		if c, ok := r.pullSecret(prefix, spec.ImagePullSecrets); ok {
+			changes = append(changes, c)
+		}
+	}
+	// Only the ephemeralcontainers subresource adds an ephemeral
+	// container, and the API server keeps nothing but
+	// spec.ephemeralContainers of what it is sent (and of what the webhook
+	// patches) there: an annotation change would be dropped, so none is
+	// made, nor announced in warnings and events.
+	if len(originals) > 0 && !debug {
+		if c, ok := recordOriginals(prefix, &spec.meta, originals, old != nil); ok {
 			changes = append(changes, c)
 		}
 	}

@@ -8,12 +8,12 @@ import (
 	"strings"
 	"testing"
 
-	jsonpatch "gopkg.in/evanphx/json-patch.v4"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/mutator-dev/mutator/function/config"
 	"github.com/mutator-dev/mutator/function/mutation"
+	"github.com/mutator-dev/mutator/internal/testkit"
 )
 
 const (
@@ -24,8 +24,8 @@ const (
 
 // baseConfig rewrites to mirror, sets the pull secret in replace mode and
 // forces Always.
-func baseConfig() config.Config {
-	return config.Config{
+func baseConfig() config.Env {
+	return config.Env{
 		Registry:               mirror,
 		ImagePullSecret:        secret,
 		ForceImagePullPolicy:   true,
@@ -34,19 +34,15 @@ func baseConfig() config.Config {
 }
 
 // with returns baseConfig changed by f.
-func with(f func(*config.Config)) config.Config {
+func with(f func(*config.Env)) config.Env {
 	c := baseConfig()
 	f(&c)
 	return c
 }
 
-func newRules(t *testing.T, cfg config.Config) *mutation.Rules {
+func newRules(t *testing.T, cfg config.Env) *mutation.Rules {
 	t.Helper()
-	r, err := mutation.New(cfg)
-	if err != nil {
-		t.Fatalf("mutation.New: %v", err)
-	}
-	return r
+	return mutation.New(testkit.Config(t, cfg).Rules)
 }
 
 // applyChanges encodes the changes as a patch and applies it to doc with the
@@ -63,25 +59,7 @@ func applyChanges(t *testing.T, doc []byte, changes []mutation.Change) []byte {
 		}
 		return doc
 	}
-	patch, err := jsonpatch.DecodePatch(p)
-	if err != nil {
-		t.Fatalf("decoding patch %s: %v", p, err)
-	}
-	out, err := patch.Apply(doc)
-	if err != nil {
-		t.Fatalf("applying patch %s: %v", p, err)
-	}
-	return out
-}
-
-// decodeStrict decodes js into v, failing on unknown fields and type errors.
-func decodeStrict(t *testing.T, js []byte, v any) {
-	t.Helper()
-	dec := json.NewDecoder(bytes.NewReader(js))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		t.Fatalf("decoding %T from %s: %v", v, js, err)
-	}
+	return testkit.ApplyPatch(t, doc, p)
 }
 
 // podJSON wraps a pod spec in a Pod.
@@ -122,7 +100,7 @@ type vol struct{ name, reference string }
 
 // assertVolumes checks the volumes' names and image references, and that
 // every image volume carries the forced pull policy when one is configured.
-func assertVolumes(t *testing.T, got []corev1.Volume, want []vol, cfg config.Config) {
+func assertVolumes(t *testing.T, got []corev1.Volume, want []vol, cfg config.Env) {
 	t.Helper()
 	if len(got) != len(want) {
 		t.Fatalf("%d volumes, want %d", len(got), len(want))
@@ -178,10 +156,11 @@ func specOf(t *testing.T, doc []byte) *mutation.PodSpec {
 }
 
 func TestPodSpecOnCreate(t *testing.T) {
-	appendMode := with(func(c *config.Config) { c.ImagePullSecretAppend = true })
+	t.Parallel()
+	appendMode := with(func(c *config.Env) { c.ImagePullSecretAppend = true })
 	tests := []struct {
 		name        string
-		cfg         config.Config
+		cfg         config.Env
 		spec        string
 		wantChanges int
 		init        []ctr
@@ -277,7 +256,7 @@ func TestPodSpecOnCreate(t *testing.T) {
 		},
 		{
 			name: "policy replaced when set otherwise",
-			cfg:  with(func(c *config.Config) { c.ImagePullSecret = "" }),
+			cfg:  with(func(c *config.Env) { c.ImagePullSecret = "" }),
 			spec: `{"initContainers":[{"name":"i","image":"` + mirror + `/a","imagePullPolicy":"Never"}],
 				"containers":[{"name":"app","image":"` + mirror + `/b","imagePullPolicy":"IfNotPresent"},{"name":"ok","image":"` + mirror + `/c","imagePullPolicy":"Always"}],
 				"ephemeralContainers":[{"name":"e","image":"` + mirror + `/d","imagePullPolicy":"IfNotPresent"}]}`,
@@ -288,22 +267,72 @@ func TestPodSpecOnCreate(t *testing.T) {
 		},
 		{
 			name:        "other policy forced",
-			cfg:         with(func(c *config.Config) { c.ImagePullPolicyToForce = "IfNotPresent"; c.ImagePullSecret = "" }),
+			cfg:         with(func(c *config.Env) { c.ImagePullPolicyToForce = "IfNotPresent"; c.ImagePullSecret = "" }),
 			spec:        `{"containers":[{"name":"a","image":"` + mirror + `/a","imagePullPolicy":"Always"},{"name":"b","image":"` + mirror + `/b"},{"name":"c","image":"` + mirror + `/c","imagePullPolicy":"IfNotPresent"}]}`,
 			wantChanges: 2,
 			containers:  []ctr{{"a", mirror + "/a", "IfNotPresent"}, {"b", mirror + "/b", "IfNotPresent"}, {"c", mirror + "/c", "IfNotPresent"}},
 		},
 		{
 			name:        "policy not forced",
-			cfg:         with(func(c *config.Config) { c.ForceImagePullPolicy = false }),
+			cfg:         with(func(c *config.Env) { c.ForceImagePullPolicy = false }),
 			spec:        `{"containers":[{"name":"a","image":"nginx","imagePullPolicy":"Never"},{"name":"b","image":"nginx"}]}`,
-			wantChanges: 3,
-			containers:  []ctr{{"a", mirror + "/nginx", "Never"}, {"b", mirror + "/nginx", ""}},
+			wantChanges: 2,
+			containers:  []ctr{{"a", "nginx", "Never"}, {"b", mirror + "/nginx", ""}},
+			secrets:     []string{secret},
+		},
+		{
+			// The kubelet pulls nothing for Never: the image is the one the
+			// node holds under that name, and a rewrite would only make the
+			// container fail with ErrImageNeverPull. Nor is it refused.
+			name: "pull policy Never: left as written in all four places, never refused",
+			cfg:  with(func(c *config.Env) { c.ForceImagePullPolicy = false; c.ImagePullSecret = "" }),
+			spec: `{"initContainers":[{"name":"i","image":"busybox:1","imagePullPolicy":"Never"}],
+				"containers":[{"name":"local","image":"evil.example.com/` + strings.Repeat("a", 250) + `:1","imagePullPolicy":"Never"},
+				{"name":"pulled","image":"nginx:1","imagePullPolicy":"IfNotPresent"},{"name":"always","image":"nginx:2","imagePullPolicy":"Always"},{"name":"defaulted","image":"nginx:3"}],
+				"ephemeralContainers":[{"name":"e","image":"debug:1","imagePullPolicy":"Never"}],
+				"volumes":[{"name":"v","image":{"reference":"ghcr.io/o/data:1","pullPolicy":"Never"}},{"name":"w","image":{"reference":"ghcr.io/o/data:2","pullPolicy":"IfNotPresent"}}]}`,
+			wantChanges: 4,
+			init:        []ctr{{"i", "busybox:1", "Never"}},
+			containers: []ctr{{"local", "evil.example.com/" + strings.Repeat("a", 250) + ":1", "Never"},
+				{"pulled", mirror + "/nginx:1", "IfNotPresent"}, {"always", mirror + "/nginx:2", "Always"}, {"defaulted", mirror + "/nginx:3", ""}},
+			ephemeral: []ctr{{"e", "debug:1", "Never"}},
+			volumes:   []vol{{"v", "ghcr.io/o/data:1"}, {"w", mirror + "/o/data:2"}},
+		},
+		{
+			// A forced policy other than Never makes the container pull:
+			// it is rewritten like any other.
+			name: "forced Always over Never: rewritten",
+			cfg:  with(func(c *config.Env) { c.ImagePullSecret = "" }),
+			spec: `{"containers":[{"name":"a","image":"nginx","imagePullPolicy":"Never"}],
+				"volumes":[{"name":"v","image":{"reference":"ghcr.io/o/data:1","pullPolicy":"Never"}}]}`,
+			wantChanges: 4,
+			containers:  []ctr{{"a", mirror + "/nginx", "Always"}},
+			volumes:     []vol{{"v", mirror + "/o/data:1"}},
+		},
+		{
+			name:        "forced IfNotPresent over Never: rewritten",
+			cfg:         with(func(c *config.Env) { c.ImagePullSecret = ""; c.ImagePullPolicyToForce = "IfNotPresent" }),
+			spec:        `{"containers":[{"name":"a","image":"nginx","imagePullPolicy":"Never"}]}`,
+			wantChanges: 2,
+			containers:  []ctr{{"a", mirror + "/nginx", "IfNotPresent"}},
+		},
+		{
+			// Forced Never: nothing is pulled, so no image is rewritten or
+			// refused; only the policy (and the pull secret) are set.
+			name: "forced Never: no image rewritten or refused",
+			cfg:  with(func(c *config.Env) { c.ImagePullPolicyToForce = "Never" }),
+			spec: `{"initContainers":[{"name":"i","image":"busybox","imagePullPolicy":"Always"}],
+				"containers":[{"name":"a","image":"nginx"},{"name":"long","image":"evil.example.com/` + strings.Repeat("a", 250) + `:1","imagePullPolicy":"Never"}],
+				"volumes":[{"name":"v","image":{"reference":"ghcr.io/o/data:1","pullPolicy":"IfNotPresent"}}]}`,
+			wantChanges: 4,
+			init:        []ctr{{"i", "busybox", "Never"}},
+			containers:  []ctr{{"a", "nginx", "Never"}, {"long", "evil.example.com/" + strings.Repeat("a", 250) + ":1", "Never"}},
+			volumes:     []vol{{"v", "ghcr.io/o/data:1"}},
 			secrets:     []string{secret},
 		},
 		{
 			name:        "no secret configured",
-			cfg:         with(func(c *config.Config) { c.ImagePullSecret = "" }),
+			cfg:         with(func(c *config.Env) { c.ImagePullSecret = "" }),
 			spec:        `{"containers":[{"name":"a","image":"nginx","imagePullPolicy":"Always"}],"imagePullSecrets":[{"name":"old1"}]}`,
 			wantChanges: 1,
 			containers:  []ctr{{"a", mirror + "/nginx", "Always"}},
@@ -311,14 +340,14 @@ func TestPodSpecOnCreate(t *testing.T) {
 		},
 		{
 			name:        "ignored, unparsable and empty images stay",
-			cfg:         with(func(c *config.Config) { c.IgnoredRegistries = []string{"gcr.io/proj"}; c.ImagePullSecret = "" }),
+			cfg:         with(func(c *config.Env) { c.IgnoredRegistries = []string{"gcr.io/proj"}; c.ImagePullSecret = "" }),
 			spec:        `{"containers":[{"name":"a","image":"gcr.io/proj/a:1","imagePullPolicy":"Always"},{"name":"b","image":"Bad Image","imagePullPolicy":"Always"},{"name":"c","imagePullPolicy":"Always"}]}`,
 			wantChanges: 0,
 			containers:  []ctr{{"a", "gcr.io/proj/a:1", "Always"}, {"b", "Bad Image", "Always"}, {"c", "", "Always"}},
 		},
 		{
 			name: "registry map",
-			cfg: with(func(c *config.Config) {
+			cfg: with(func(c *config.Env) {
 				c.Registry = ""
 				c.RegistryMap = []string{"quay.io=harbor.example.com/quay", "*=harbor.example.com/all"}
 				c.ImagePullSecret = ""
@@ -330,7 +359,7 @@ func TestPodSpecOnCreate(t *testing.T) {
 		},
 		{
 			name: "image volumes: reference rewritten, pull policy forced",
-			cfg:  with(func(c *config.Config) { c.ImagePullSecret = "" }),
+			cfg:  with(func(c *config.Env) { c.ImagePullSecret = "" }),
 			spec: `{"containers":[{"name":"app","image":"` + mirror + `/app:1","imagePullPolicy":"Always"}],
 				"volumes":[{"name":"cfg","configMap":{"name":"c"}},{"name":"ext","image":{"reference":"ghcr.io/cloudnative-pg/postgis-extension:3@` + digest + `","pullPolicy":"IfNotPresent"}},
 				{"name":"ok","image":{"reference":"` + mirror + `/data:1"}}]}`,
@@ -340,7 +369,7 @@ func TestPodSpecOnCreate(t *testing.T) {
 		},
 		{
 			name: "upper-case single-label hosts are hosts",
-			cfg:  with(func(c *config.Config) { c.ImagePullSecret = ""; c.ForceImagePullPolicy = false }),
+			cfg:  with(func(c *config.Env) { c.ImagePullSecret = ""; c.ForceImagePullPolicy = false }),
 			spec: `{"initContainers":[{"name":"i","image":"LOCALHOST/evil:1"}],"containers":[{"name":"a","image":"Evil/payload:1"},{"name":"b","image":"LocalHost/x:1"}],
 				"ephemeralContainers":[{"name":"e","image":"EVIL/x@` + digest + `"}]}`,
 			wantChanges: 4,
@@ -350,7 +379,7 @@ func TestPodSpecOnCreate(t *testing.T) {
 		},
 		{
 			name: "a reference with no valid rewrite is a problem, not kept silently",
-			cfg:  with(func(c *config.Config) { c.ImagePullSecret = ""; c.ForceImagePullPolicy = false }),
+			cfg:  with(func(c *config.Env) { c.ImagePullSecret = ""; c.ForceImagePullPolicy = false }),
 			spec: `{"containers":[{"name":"long","image":"evil.example.com/` + strings.Repeat("a", 250) + `:1"},{"name":"ok","image":"nginx"}],
 				"volumes":[{"name":"v","image":{"reference":"a/` + strings.Repeat("b", 250) + `"}}]}`,
 			wantChanges: 1,
@@ -360,7 +389,7 @@ func TestPodSpecOnCreate(t *testing.T) {
 		},
 		{
 			name:        "rules off",
-			cfg:         config.Config{},
+			cfg:         config.Env{},
 			spec:        `{"containers":[{"name":"a","image":"nginx"}]}`,
 			wantChanges: 0,
 			containers:  []ctr{{"a", "nginx", ""}},
@@ -378,7 +407,7 @@ func TestPodSpecOnCreate(t *testing.T) {
 			patched := applyChanges(t, doc, changes)
 
 			var pod corev1.Pod
-			decodeStrict(t, patched, &pod)
+			testkit.DecodeStrict(t, patched, &pod)
 			assertContainers(t, "initContainers", pod.Spec.InitContainers, tt.init)
 			assertContainers(t, "containers", pod.Spec.Containers, tt.containers)
 			assertEphemeral(t, pod.Spec.EphemeralContainers, tt.ephemeral)
@@ -399,7 +428,8 @@ func TestPodSpecOnCreate(t *testing.T) {
 // TestAppendSecretDecodes guards against the older webhook's append, which
 // added an array inside imagePullSecrets that the API server cannot decode.
 func TestAppendSecretDecodes(t *testing.T) {
-	rules := newRules(t, with(func(c *config.Config) { c.ImagePullSecretAppend = true }))
+	t.Parallel()
+	rules := newRules(t, with(func(c *config.Env) { c.ImagePullSecretAppend = true }))
 	doc := podJSON(`{"containers":[{"name":"app","image":"` + mirror + `/a","imagePullPolicy":"Always"}],"imagePullSecrets":[{"name":"old1"},{"name":"old2"}]}`)
 	changes, _ := rules.PodSpecOnCreate("/spec", specOf(t, doc))
 	if len(changes) != 1 || changes[0].Kind != mutation.KindPullSecret {
@@ -434,11 +464,12 @@ func TestAppendSecretDecodes(t *testing.T) {
 }
 
 func TestPodSpecOnUpdate(t *testing.T) {
+	t.Parallel()
 	old := `{"containers":[{"name":"app","image":"nginx:1.26","imagePullPolicy":"IfNotPresent"},{"name":"side","image":"quay.io/o/side:1"}],
 		"ephemeralContainers":[{"name":"dbg1","image":"busybox","imagePullPolicy":"IfNotPresent"}]}`
 	tests := []struct {
 		name        string
-		cfg         config.Config
+		cfg         config.Env
 		old         string // "" for a nil old spec
 		spec        string
 		wantChanges int
@@ -495,12 +526,57 @@ func TestPodSpecOnUpdate(t *testing.T) {
 		},
 		{
 			name:        "no pull secret on update",
-			cfg:         with(func(c *config.Config) { c.ImagePullSecretAppend = true }),
+			cfg:         with(func(c *config.Env) { c.ImagePullSecretAppend = true }),
 			old:         `{"containers":[{"name":"app","image":"nginx"}],"imagePullSecrets":[{"name":"old1"}]}`,
 			spec:        `{"containers":[{"name":"app","image":"nginx"}],"imagePullSecrets":[{"name":"old1"}]}`,
 			wantChanges: 0,
 			containers:  []ctr{{"app", "nginx", ""}},
 			secrets:     []string{"old1"},
+		},
+		{
+			// An existing container's policy is immutable, so the forced
+			// one is not set: its own Never is what the kubelet uses.
+			name:        "changed image of an existing Never container: left as written",
+			cfg:         baseConfig(),
+			old:         `{"containers":[{"name":"app","image":"app:1","imagePullPolicy":"Never"}]}`,
+			spec:        `{"containers":[{"name":"app","image":"app:2","imagePullPolicy":"Never"}]}`,
+			wantChanges: 0,
+			containers:  []ctr{{"app", "app:2", "Never"}},
+		},
+		{
+			name:        "changed image of an existing IfNotPresent container: rewritten",
+			cfg:         with(func(c *config.Env) { c.ImagePullPolicyToForce = "Never" }),
+			old:         `{"containers":[{"name":"app","image":"app:1","imagePullPolicy":"IfNotPresent"}]}`,
+			spec:        `{"containers":[{"name":"app","image":"app:2","imagePullPolicy":"IfNotPresent"}]}`,
+			wantChanges: 1,
+			containers:  []ctr{{"app", mirror + "/app:2", "IfNotPresent"}},
+		},
+		{
+			name:        "new Never ephemeral container, no forced policy: left as written",
+			cfg:         with(func(c *config.Env) { c.ForceImagePullPolicy = false }),
+			old:         `{"containers":[{"name":"app","image":"` + mirror + `/app"}]}`,
+			spec:        `{"containers":[{"name":"app","image":"` + mirror + `/app"}],"ephemeralContainers":[{"name":"dbg","image":"busybox","imagePullPolicy":"Never"}]}`,
+			wantChanges: 0,
+			containers:  []ctr{{"app", mirror + "/app", ""}},
+			ephemeral:   []ctr{{"dbg", "busybox", "Never"}},
+		},
+		{
+			name:        "new Never ephemeral container, forced Always: rewritten",
+			cfg:         baseConfig(),
+			old:         `{"containers":[{"name":"app","image":"` + mirror + `/app"}]}`,
+			spec:        `{"containers":[{"name":"app","image":"` + mirror + `/app"}],"ephemeralContainers":[{"name":"dbg","image":"busybox","imagePullPolicy":"Never"}]}`,
+			wantChanges: 2,
+			containers:  []ctr{{"app", mirror + "/app", ""}},
+			ephemeral:   []ctr{{"dbg", mirror + "/busybox", "Always"}},
+		},
+		{
+			name:        "new ephemeral container, forced Never: policy set, image left",
+			cfg:         with(func(c *config.Env) { c.ImagePullPolicyToForce = "Never" }),
+			old:         `{"containers":[{"name":"app","image":"` + mirror + `/app"}]}`,
+			spec:        `{"containers":[{"name":"app","image":"` + mirror + `/app"}],"ephemeralContainers":[{"name":"dbg","image":"busybox","imagePullPolicy":"IfNotPresent"}]}`,
+			wantChanges: 1,
+			containers:  []ctr{{"app", mirror + "/app", ""}},
+			ephemeral:   []ctr{{"dbg", "busybox", "Never"}},
 		},
 		{
 			name:        "nil old: every container is new, still no secret",
@@ -529,7 +605,7 @@ func TestPodSpecOnUpdate(t *testing.T) {
 			}
 			patched := applyChanges(t, doc, changes)
 			var pod corev1.Pod
-			decodeStrict(t, patched, &pod)
+			testkit.DecodeStrict(t, patched, &pod)
 			assertContainers(t, "containers", pod.Spec.Containers, tt.containers)
 			assertEphemeral(t, pod.Spec.EphemeralContainers, tt.ephemeral)
 			assertSecrets(t, pod.Spec.ImagePullSecrets, tt.secrets)
@@ -538,6 +614,7 @@ func TestPodSpecOnUpdate(t *testing.T) {
 }
 
 func TestPodSpecUnderPrefix(t *testing.T) {
+	t.Parallel()
 	deployment := []byte(`{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"d","namespace":"ns"},
 		"spec":{"replicas":2,"selector":{"matchLabels":{"app":"d"}},
 		"template":{"metadata":{"labels":{"app":"d"}},
@@ -556,7 +633,7 @@ func TestPodSpecUnderPrefix(t *testing.T) {
 		}
 		return &d.Spec.Template.Spec
 	}
-	rules := newRules(t, with(func(c *config.Config) { c.ImagePullSecretAppend = true }))
+	rules := newRules(t, with(func(c *config.Env) { c.ImagePullSecretAppend = true }))
 	const prefix = "/spec/template/spec"
 	changes, _ := rules.PodSpecOnCreate(prefix, spec(deployment))
 	for _, c := range changes {
@@ -566,7 +643,7 @@ func TestPodSpecUnderPrefix(t *testing.T) {
 	}
 	patched := applyChanges(t, deployment, changes)
 	var d appsv1.Deployment
-	decodeStrict(t, patched, &d)
+	testkit.DecodeStrict(t, patched, &d)
 	ps := d.Spec.Template.Spec
 	assertContainers(t, "initContainers", ps.InitContainers, []ctr{{"init", mirror + "/busybox", "Always"}})
 	assertContainers(t, "containers", ps.Containers, []ctr{{"app", mirror + "/nginx:1.27", "Always"}})
@@ -580,6 +657,7 @@ func TestPodSpecUnderPrefix(t *testing.T) {
 }
 
 func TestPVCOnCreate(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name      string
 		class     string // DEFAULT_STORAGE_CLASS
@@ -598,7 +676,7 @@ func TestPVCOnCreate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			rules := newRules(t, config.Config{DefaultStorageClass: tt.class})
+			rules := newRules(t, config.Env{DefaultStorageClass: tt.class})
 			doc := []byte(`{"apiVersion":"v1","kind":"PersistentVolumeClaim","metadata":` + tt.meta + `,"spec":` + tt.spec + `}`)
 			var pvc mutation.PVC
 			if err := mutation.Decode(doc, &pvc, "PersistentVolumeClaim"); err != nil {
@@ -607,7 +685,7 @@ func TestPVCOnCreate(t *testing.T) {
 			changes := rules.PVCOnCreate(&pvc)
 			patched := applyChanges(t, doc, changes)
 			var got corev1.PersistentVolumeClaim
-			decodeStrict(t, patched, &got)
+			testkit.DecodeStrict(t, patched, &got)
 			switch {
 			case tt.wantClass == nil && got.Spec.StorageClassName != nil:
 				t.Errorf("storageClassName = %q, want absent", *got.Spec.StorageClassName)
@@ -626,6 +704,7 @@ func TestPVCOnCreate(t *testing.T) {
 }
 
 func TestPatchEmpty(t *testing.T) {
+	t.Parallel()
 	for name, changes := range map[string][]mutation.Change{"nil": nil, "empty": {}} {
 		t.Run(name, func(t *testing.T) {
 			p, err := mutation.Patch(changes)
@@ -637,6 +716,7 @@ func TestPatchEmpty(t *testing.T) {
 }
 
 func TestDescribe(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name    string
 		change  mutation.Change
@@ -651,6 +731,10 @@ func TestDescribe(t *testing.T) {
 			`storage-class would be set to "fast"`},
 		{"pull policy", mutation.Change{Kind: mutation.KindPullPolicy, From: "Never", To: "Always", Where: `init container "i"`}, false,
 			`pull-policy "Never" became "Always" (init container "i")`},
+		{"annotation done", mutation.Change{Kind: mutation.KindAnnotation, To: `{"containers/app":"nginx"}`}, false,
+			`annotation "mutator.dev/original-images" records the images as written`},
+		{"annotation pending", mutation.Change{Kind: mutation.KindAnnotation, From: `{}`, To: `{"containers/app":"nginx"}`}, true,
+			`annotation "mutator.dev/original-images" would record the images as written`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -663,7 +747,8 @@ func TestDescribe(t *testing.T) {
 
 // TestChangeWhere checks the words the rules put in changes for each list.
 func TestChangeWhere(t *testing.T) {
-	rules := newRules(t, with(func(c *config.Config) {
+	t.Parallel()
+	rules := newRules(t, with(func(c *config.Env) {
 		c.Registry = "r.example.com"
 		c.ForceImagePullPolicy = false
 		c.ImagePullSecret = ""
@@ -685,16 +770,7 @@ func TestChangeWhere(t *testing.T) {
 }
 
 func TestNew(t *testing.T) {
-	t.Run("invalid registry", func(t *testing.T) {
-		if _, err := mutation.New(config.Config{Registry: "myregistry"}); err == nil {
-			t.Error("mutation.New with REGISTRY=myregistry: want an error")
-		}
-	})
-	t.Run("invalid map", func(t *testing.T) {
-		if _, err := mutation.New(config.Config{RegistryMap: []string{"garbage"}}); err == nil {
-			t.Error("mutation.New with REGISTRY_MAP=garbage: want an error")
-		}
-	})
+	t.Parallel()
 	t.Run("images", func(t *testing.T) {
 		r := newRules(t, baseConfig())
 		if got, err := r.Images().Rewrite("nginx"); err != nil || got != mirror+"/nginx" {

@@ -13,7 +13,8 @@ import (
 // Decoding only these fields skips the allocations of env, probes and the
 // rest of a full corev1.Pod, which is most of the cost of a review.
 
-// Pod is the part of a Pod the rules read.
+// Pod is the part of a Pod the rules read. Decoding one also records in
+// its Spec what the rules need of its metadata (see UnmarshalJSONFrom).
 type Pod struct {
 	Metadata Metadata `json:"metadata"`
 	Spec     PodSpec  `json:"spec"`
@@ -33,6 +34,10 @@ type PodSpec struct {
 	EphemeralContainers []Container                   `json:"ephemeralContainers"`
 	Volumes             []Volume                      `json:"volumes"`
 	ImagePullSecrets    []corev1.LocalObjectReference `json:"imagePullSecrets"`
+
+	// meta is what the rules know of the metadata of the object the spec
+	// belongs to: set when the spec was decoded as part of a Pod.
+	meta podMeta
 }
 
 // Container is the part of an init, regular or ephemeral container the rules read.

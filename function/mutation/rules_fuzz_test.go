@@ -17,11 +17,12 @@ import (
 
 	"github.com/mutator-dev/mutator/function/config"
 	"github.com/mutator-dev/mutator/function/mutation"
+	"github.com/mutator-dev/mutator/internal/testkit"
 )
 
 // fzRuleConfigs are the configurations FuzzPodRules selects from with its
 // cfg argument.
-var fzRuleConfigs = []config.Config{
+var fzRuleConfigs = []config.Env{
 	{Registry: "registry.example.com/mirror", IgnoredRegistries: []string{"registry.k8s.io", "quay.io/keep"},
 		ImagePullSecret: "regcred", ForceImagePullPolicy: true, ImagePullPolicyToForce: "Always"},
 	{Registry: "localhost:5000", RegistryMap: []string{"ghcr.io=harbor.example.com/ghcr"},
@@ -30,9 +31,22 @@ var fzRuleConfigs = []config.Config{
 	{},
 	{Registry: "[fd00::1]:5000/m", ImagePullSecret: "a.b-c", ImagePullSecretAppend: true,
 		ForceImagePullPolicy: true, ImagePullPolicyToForce: "Never"},
+	{Registry: "[fd00::1]:5000/m", IgnoredRegistries: []string{"quay.io/keep"}, RecordOriginalImages: true},
+	{Registry: "registry.example.com/mirror", RecordOriginalImages: true, ForceImagePullPolicy: true, ImagePullPolicyToForce: "Always"},
 }
 
 const fzMaxContainers = 12
+
+// Bits of fzPodInput.layout past the containers': the Pod has annotations,
+// and among them a value of mutation.OriginalImagesAnnotation.
+const (
+	fzAnnotations = 1 << 30
+	fzRecorded    = 1 << 31
+)
+
+// fzRecordedValue is the annotation a Pod of the fzRecorded bit has: on
+// UPDATE the rules merge it, on CREATE they replace it.
+const fzRecordedValue = `{"containers/c0":"recorded:0","volumes/v":"data:1","…":"2 more"}`
 
 // fzPodInput is what FuzzPodRules builds a pod from.
 type fzPodInput struct {
@@ -41,7 +55,7 @@ type fzPodInput struct {
 	images     string // one image per container, "\n"-separated
 	names      string // container names, "\n"-separated; missing ones are c<i>
 	policies   string // imagePullPolicy per container, "\n"-separated
-	layout     uint32 // two bits per container: 0 or 3 init, 1 regular, 2 ephemeral container
+	layout     uint32 // two bits per container: 0 or 3 init, 1 regular, 2 ephemeral container; fzAnnotations, fzRecorded
 	oldMask    uint32 // UPDATE, two bits per container: 0 new, 1 unchanged, 2 other image, 3 other policy
 	secrets    string // imagePullSecrets names, "\n"-separated; "" is none
 }
@@ -60,6 +74,14 @@ type fzPodInput struct {
 //     policy forced (on UPDATE: only on new containers) and the pull secret
 //     set as the mode says (replace: exactly [secret]; append: the old list
 //     plus secret if missing; never on UPDATE); nothing else changes;
+//   - a reference whose effective pull policy (the forced one where it is
+//     set, else its own) is Never is left as written;
+//   - with RECORD_ORIGINAL_IMAGES, a Pod whose images are rewritten gets
+//     mutation.OriginalImagesAnnotation: a JSON object of at most
+//     MaxOriginalImagesBytes recording, in order, the images as written
+//     (merged on UPDATE with the value it had), cut with a count of the
+//     rest; other annotations are kept; a workload's template gets none,
+//     nor does an UPDATE that adds an ephemeral container;
 //   - images under REGISTRY or an ignored prefix are unchanged;
 //   - the rules are idempotent: run on the result they change nothing;
 //   - every Change describes its field (From, To) and Describe is one line.
@@ -84,16 +106,23 @@ func FuzzPodRules(f *testing.F) {
 		{1, fzPodInput{update: true, images: "nginx:2\nredis:7\nghcr.io/o/a", names: "web\ncache\nside", policies: "Always\n\nNever", layout: 0b010101, oldMask: 0b110110}},
 		{0, fzPodInput{update: true, images: "a\na\na", names: "dup\ndup\ndup", layout: 0b000101, oldMask: 0b011001}},
 		{4, fzPodInput{images: "a/" + strings.Repeat("b", 250) + ":1\nNGINX\n\x00\xff", names: "\xff\n\"q\"\nline\nbreak", policies: "\n\xff", layout: 0b101010}},
+		// Pull policy Never: left as written unless a forced policy pulls.
+		{5, fzPodInput{images: "nginx\nbusybox\nghcr.io/o/a", policies: "Never\nIfNotPresent\nNever", layout: 0b100100}},
+		{6, fzPodInput{images: "nginx\nbusybox", policies: "Never\nAlways", layout: 0b0100 | fzAnnotations}},
+		{3, fzPodInput{images: "nginx\nbusybox", policies: "Never\n", layout: 0b0101}},
+		// The original images recorded, merged on UPDATE, replaced on CREATE.
+		{5, fzPodInput{images: "nginx:1\nquay.io/keep/x\nbusybox", names: "c0\nc1\nc2", layout: 0b100101 | fzAnnotations | fzRecorded}},
+		{5, fzPodInput{update: true, images: "[fd00::1]:5000/m/nginx:1\nbusybox", names: "c0\ndebug", layout: 0b1001 | fzAnnotations | fzRecorded, oldMask: 0b0001}},
+		{6, fzPodInput{update: true, images: "nginx:2\nredis", names: "c0\nc1", layout: 0b0101 | fzRecorded, oldMask: 0b0110}},
+		{5, fzPodInput{images: strings.Repeat("example.com/"+strings.Repeat("x", 200)+"\n", 12), layout: 0b010101010101010101010101,
+			names: strings.Repeat(strings.Repeat("n", 1000)+"\n", 12)}},
+		{6, fzPodInput{deployment: true, images: "nginx", layout: 0b01 | fzAnnotations}},
 	} {
 		f.Add(s.cfg, s.in.update, s.in.deployment, s.in.images, s.in.names, s.in.policies, s.in.layout, s.in.oldMask, s.in.secrets)
 	}
 	rules := make([]*mutation.Rules, len(fzRuleConfigs))
 	for i, c := range fzRuleConfigs {
-		r, err := mutation.New(c)
-		if err != nil {
-			f.Fatalf("config %d: %v", i, err)
-		}
-		rules[i] = r
+		rules[i] = mutation.New(testkit.Config(f, c).Rules)
 	}
 	f.Fuzz(func(t *testing.T, cfg uint8, update, deployment bool, images, names, policies string, layout, oldMask uint32, secrets string) {
 		i := int(cfg) % len(fzRuleConfigs)
@@ -102,18 +131,18 @@ func FuzzPodRules(f *testing.F) {
 	})
 }
 
-func checkPodRules(t *testing.T, cfg config.Config, rules *mutation.Rules, in fzPodInput) {
+func checkPodRules(t *testing.T, cfg config.Env, rules *mutation.Rules, in fzPodInput) {
 	t.Helper()
 	spec, old := fzBuildSpecs(in)
 	prefix := "/spec"
 	if in.deployment {
 		prefix = "/spec/template/spec"
 	}
-	doc := fzDocument(t, spec, in.deployment)
+	doc := fzDocument(t, spec, in.deployment, in.layout)
 	spec = fzSpecOf(t, doc, in.deployment) // canonical: what survives JSON (invalid UTF-8 is replaced)
 	var oldSpec *corev1.PodSpec
 	if old != nil {
-		oldSpec = fzSpecOf(t, fzDocument(t, old, in.deployment), in.deployment)
+		oldSpec = fzSpecOf(t, fzDocument(t, old, in.deployment, in.layout), in.deployment)
 	}
 	changes := fzRun(t, rules, doc, oldSpec, in.deployment)
 
@@ -143,7 +172,8 @@ func checkPodRules(t *testing.T, cfg config.Config, rules *mutation.Rules, in fz
 	if a, b := fzMarshal(t, want), fzMarshal(t, gotSpec); !bytes.Equal(a, b) {
 		t.Fatalf("config %+v, update %v\ninput spec: %s\npatch:      %s\ngot spec:   %s\nwant spec:  %s", cfg, in.update, fzMarshal(t, spec), patch, b, a)
 	}
-	fzCheckChanges(t, changes, prefix, spec, gotSpec)
+	fzCheckChanges(t, changes, prefix, spec, gotSpec, doc, got)
+	fzCheckOriginals(t, cfg, in, spec, oldSpec, gotSpec, doc, got)
 
 	// Images already on REGISTRY or an ignored registry stay as they are.
 	keep := cfg.IgnoredRegistries
@@ -247,16 +277,27 @@ func fzAppend(spec *corev1.PodSpec, list uint32, c corev1.Container) {
 	}
 }
 
-// fzDocument is the JSON the API server would send: a Pod or a Deployment.
-func fzDocument(t *testing.T, spec *corev1.PodSpec, deployment bool) []byte {
+// fzDocument is the JSON the API server would send: a Pod or a Deployment,
+// with the annotations layout's high bits ask for.
+func fzDocument(t *testing.T, spec *corev1.PodSpec, deployment bool, layout uint32) []byte {
 	t.Helper()
+	var annotations map[string]string
+	if layout&fzAnnotations != 0 {
+		annotations = map[string]string{"example.com/other": "x"}
+	}
+	if layout&fzRecorded != 0 {
+		if annotations == nil {
+			annotations = map[string]string{}
+		}
+		annotations[mutation.OriginalImagesAnnotation] = fzRecordedValue
+	}
 	var obj any = &corev1.Pod{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
-		ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", Labels: map[string]string{"app": "x"}}, Spec: *spec}
+		ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", Labels: map[string]string{"app": "x"}, Annotations: annotations}, Spec: *spec}
 	if deployment {
 		obj = &appsv1.Deployment{TypeMeta: metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
 			ObjectMeta: metav1.ObjectMeta{Name: "d", Namespace: "ns"},
 			Spec: appsv1.DeploymentSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "x"}},
-				Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "x"}}, Spec: *spec}}}
+				Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "x"}, Annotations: annotations}, Spec: *spec}}}
 	}
 	b, err := json.Marshal(obj)
 	if err != nil {
@@ -329,7 +370,7 @@ func fzRun(t *testing.T, rules *mutation.Rules, doc []byte, old *corev1.PodSpec,
 // fzExpect is the documented result of the rules on spec: docs/rules.md's
 // "Images" and "Pull secrets, pull policy, storage class", and the UPDATE
 // rules of PodSpecOnUpdate.
-func fzExpect(t *testing.T, cfg config.Config, rules *mutation.Rules, spec, old *corev1.PodSpec) *corev1.PodSpec {
+func fzExpect(t *testing.T, cfg config.Env, rules *mutation.Rules, spec, old *corev1.PodSpec) *corev1.PodSpec {
 	t.Helper()
 	var want corev1.PodSpec
 	if err := json.Unmarshal(fzMarshal(t, spec), &want); err != nil {
@@ -340,7 +381,14 @@ func fzExpect(t *testing.T, cfg config.Config, rules *mutation.Rules, spec, old 
 		policy = cfg.ImagePullPolicyToForce
 	}
 	apply := func(c *corev1.Container, prev *corev1.Container) {
-		if prev == nil || prev.Image != c.Image {
+		// The kubelet pulls nothing for Never: the image stays as written.
+		// The forced policy is the one that counts where it is set: on new
+		// containers only (an existing one's is immutable).
+		effective := string(c.ImagePullPolicy)
+		if policy != "" && prev == nil {
+			effective = policy
+		}
+		if (prev == nil || prev.Image != c.Image) && effective != "Never" {
 			c.Image, _ = rules.Images().Rewrite(c.Image)
 		}
 		if policy != "" && prev == nil {
@@ -399,11 +447,24 @@ func fzPrev(old *corev1.PodSpec, list []corev1.Container, name string, find func
 
 var fzPathRE = regexp.MustCompile(`^(/spec|/spec/template/spec)/(?:(initContainers|containers|ephemeralContainers)/(0|[1-9][0-9]*)/(image|imagePullPolicy)|imagePullSecrets(/-)?)$`)
 
-// fzCheckChanges checks each Change against the spec before and after.
-func fzCheckChanges(t *testing.T, changes []mutation.Change, prefix string, before, after *corev1.PodSpec) {
+// fzAnnotationRE is the path of the annotation's change in a Pod.
+var fzAnnotationRE = regexp.MustCompile(`^/metadata(/annotations(/mutator\.dev~1original-images)?)?$`)
+
+// fzCheckChanges checks each Change against the spec (and for the
+// annotation, the document) before and after.
+func fzCheckChanges(t *testing.T, changes []mutation.Change, prefix string, before, after *corev1.PodSpec, docBefore, docAfter []byte) {
 	t.Helper()
 	paths := map[string]bool{}
 	for _, c := range changes {
+		if c.Kind == mutation.KindAnnotation {
+			was, had := fzAnnotation(t, docBefore)
+			is, _ := fzAnnotation(t, docAfter)
+			if prefix != "/spec" || !fzAnnotationRE.MatchString(c.Path) || paths[c.Path] || c.To != is || c.From != was || (!had && c.From != "") || c.From == c.To {
+				t.Fatalf("change %+v (prefix %s): the annotation went from %q to %q", c, prefix, was, is)
+			}
+			paths[c.Path] = true
+			continue
+		}
 		m := fzPathRE.FindStringSubmatch(c.Path)
 		if m == nil || m[1] != prefix {
 			t.Fatalf("change %+v: path outside %s/{containers lists}/N/{image,imagePullPolicy} and %s/imagePullSecrets", c, prefix, prefix)
@@ -488,4 +549,179 @@ func fzMarshal(t *testing.T, v any) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// fzAnnotation returns the annotation of a Pod document and whether it is there.
+func fzAnnotation(t *testing.T, doc []byte) (string, bool) {
+	t.Helper()
+	var pod struct {
+		Metadata struct {
+			Annotations map[string]string `json:"annotations"`
+		} `json:"metadata"`
+	}
+	if err := json.Unmarshal(doc, &pod); err != nil {
+		t.Fatal(err)
+	}
+	v, ok := pod.Metadata.Annotations[mutation.OriginalImagesAnnotation]
+	return v, ok
+}
+
+// fzCheckOriginals checks the annotation of the patched document against
+// the images the rules rewrote (before and after differ).
+func fzCheckOriginals(t *testing.T, cfg config.Env, in fzPodInput, before, old, after *corev1.PodSpec, docBefore, docAfter []byte) {
+	t.Helper()
+	type entry struct{ key, image string }
+	var rewritten []entry
+	seen := map[string]bool{}
+	lists := []struct {
+		field         string
+		before, after []corev1.Container
+	}{{"initContainers", before.InitContainers, after.InitContainers}, {"containers", before.Containers, after.Containers}}
+	var eb, ea []corev1.Container
+	for i := range before.EphemeralContainers {
+		eb = append(eb, corev1.Container(before.EphemeralContainers[i].EphemeralContainerCommon))
+		ea = append(ea, corev1.Container(after.EphemeralContainers[i].EphemeralContainerCommon))
+	}
+	lists = append(lists, struct {
+		field         string
+		before, after []corev1.Container
+	}{"ephemeralContainers", eb, ea})
+	for _, l := range lists {
+		for i := range l.before {
+			key := l.field + "/" + l.before[i].Name
+			if l.before[i].Image != l.after[i].Image && !seen[key] {
+				seen[key] = true
+				rewritten = append(rewritten, entry{key, l.before[i].Image})
+			}
+		}
+	}
+	if in.deployment {
+		// The template's metadata is not the rules' business.
+		if !bytes.Equal(fzTemplateMeta(t, docBefore), fzTemplateMeta(t, docAfter)) {
+			t.Fatalf("the template's metadata changed: %s", docAfter)
+		}
+		return
+	}
+	was, had := fzAnnotation(t, docBefore)
+	is, has := fzAnnotation(t, docAfter)
+	var other struct {
+		Metadata struct {
+			Annotations map[string]string `json:"annotations"`
+		} `json:"metadata"`
+	}
+	if err := json.Unmarshal(docAfter, &other); err != nil {
+		t.Fatal(err)
+	}
+	if in.layout&fzAnnotations != 0 && other.Metadata.Annotations["example.com/other"] != "x" {
+		t.Fatalf("another annotation was lost: %s", docAfter)
+	}
+	// An UPDATE that adds an ephemeral container is the ephemeralcontainers
+	// subresource's, where the API server would drop an annotation change.
+	debug := false
+	if old != nil {
+		for _, e := range before.EphemeralContainers {
+			found := false
+			for _, o := range old.EphemeralContainers {
+				found = found || o.Name == e.Name
+			}
+			debug = debug || !found
+		}
+	}
+	if !cfg.RecordOriginalImages || len(rewritten) == 0 || debug {
+		if has != had || is != was {
+			t.Fatalf("no image recorded (debug %v), but the annotation went from %q to %q", debug, was, is)
+		}
+		return
+	}
+	if !has {
+		t.Fatalf("images rewritten (%v), no annotation: %s", rewritten, docAfter)
+	}
+	// What it should record, in order: on UPDATE the entries of the value
+	// it had, a key recorded again taking its new image in place.
+	want, more := rewritten, 0
+	if in.update && had {
+		var prev []entry
+		dec := json.NewDecoder(strings.NewReader(was))
+		dec.Token()
+		for dec.More() {
+			k, _ := dec.Token()
+			v, _ := dec.Token()
+			if k.(string) == mutation.OriginalImagesMore {
+				more, _ = strconv.Atoi(strings.TrimSuffix(v.(string), " more"))
+				continue
+			}
+			prev = append(prev, entry{k.(string), v.(string)})
+		}
+		for _, e := range rewritten {
+			found := false
+			for i := range prev {
+				if prev[i].key == e.key {
+					prev[i].image, found = e.image, true
+				}
+			}
+			if !found {
+				prev = append(prev, e)
+			}
+		}
+		want = prev
+	}
+	if len(is) > mutation.MaxOriginalImagesBytes || !json.Valid([]byte(is)) {
+		t.Fatalf("annotation of %d bytes, valid JSON %v: %q", len(is), json.Valid([]byte(is)), is)
+	}
+	dec := json.NewDecoder(strings.NewReader(is))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		t.Fatalf("annotation %q is not an object", is)
+	}
+	kept, gotMore, size := 0, -1, 2
+	for dec.More() {
+		k, _ := dec.Token()
+		v, err := dec.Token()
+		key, _ := k.(string)
+		image, ok := v.(string)
+		if err != nil || !ok {
+			t.Fatalf("annotation %q: not an object of strings", is)
+		}
+		if gotMore >= 0 {
+			t.Fatalf("annotation %q: %q is not the last member", is, mutation.OriginalImagesMore)
+		}
+		if key == mutation.OriginalImagesMore {
+			gotMore, _ = strconv.Atoi(strings.TrimSuffix(image, " more"))
+			continue
+		}
+		if kept >= len(want) || want[kept] != (entry{key, image}) {
+			t.Fatalf("annotation %q: member %d is %q: %q, want the entries %v in order", is, kept, key, image, want)
+		}
+		size += len(key) + len(image) + 6
+		kept++
+	}
+	switch {
+	case kept == len(want) && more == 0:
+		if gotMore >= 0 {
+			t.Fatalf("annotation %q: every entry and a count", is)
+		}
+	case gotMore != len(want)-kept+more:
+		t.Fatalf("annotation %q: %d of %d entries kept and %d more before, count %d", is, kept, len(want), more, gotMore)
+	case kept < len(want) && size+len(want[kept].key)+len(want[kept].image)+6 < mutation.MaxOriginalImagesBytes-200:
+		// Escaping can only lengthen the entries; 200 bytes are more than
+		// the count's member and the quotes of ordinary images need.
+		if !strings.ContainsFunc(want[kept].key+want[kept].image, func(r rune) bool { return r < 0x20 || r > 0x7e || strings.ContainsRune(`"\<>&`, r) }) {
+			t.Fatalf("annotation %q: cut at entry %d although the next one fits", is, kept)
+		}
+	}
+}
+
+// fzTemplateMeta is the metadata of a Deployment document's template.
+func fzTemplateMeta(t *testing.T, doc []byte) []byte {
+	t.Helper()
+	var d struct {
+		Spec struct {
+			Template struct {
+				Metadata json.RawMessage `json:"metadata"`
+			} `json:"template"`
+		} `json:"spec"`
+	}
+	if err := json.Unmarshal(doc, &d); err != nil {
+		t.Fatal(err)
+	}
+	return d.Spec.Template.Metadata
 }

@@ -10,7 +10,6 @@ import (
 
 	"github.com/distribution/reference"
 
-	"github.com/mutator-dev/mutator/function/config"
 	"github.com/mutator-dev/mutator/function/images"
 )
 
@@ -59,7 +58,7 @@ func litList(items []string) string {
 // these pieces, with the bounds checked by length, are not. cel-go compiles
 // a constant pattern once, when the API server builds the program
 // (interpreter.CompileRegexConstants, which the API server's
-// cel.OptOptimize turns on alongside cost tracking; test/policycel
+// cel.OptOptimize turns on alongside cost tracking; this package's tests
 // measures it in the API server's own environment), so what each
 // evaluation pays is the match. The unit tests check that the pieces
 // reassemble into reference.ReferenceRegexp.
@@ -337,7 +336,7 @@ func (r rules) literalPrefixes() []string {
 // the prefix's host, already canonical, and its path continues the
 // prefix's path after a '/' (a tag's ':' and a digest's '@' come after
 // that '/'), so images.Rewriter.Allowed holds and the webhook keeps it; if
-// it does not parse, the webhook keeps it too. test/policycel checks the
+// it does not parse, the webhook keeps it too. the tests in this package check the
 // implication on the fuzz corpora and generated strings under each
 // prefix. "false" when no allowed prefix qualifies.
 func cheapExpr(prefixes []string, x string) string {
@@ -393,7 +392,7 @@ const (
 // Hub's "library/"). Such an x parses (its grammar is a subset of the
 // reference grammar, with the digest digest.Parse accepts), is not
 // allowed (its canonical name is under none of the allowed prefixes) and
-// the core rule rewrites it to that string: test/policycel checks it
+// the core rule rewrites it to that string: the tests in this package check it
 // against images.Rewriter with everything else.
 func (r rules) fastExpr(x string) string {
 	if r.registry == "" || r.fallback != "" {
@@ -449,51 +448,4 @@ func (r rules) decideExpr(x string, ref func(name string) string) string {
 		return r.rewriteExpr(x, ref)
 	}
 	return let("fast", fast, "size(fast) == 1 ? fast : "+r.rewriteExpr(x, ref))
-}
-
-// ImageExpression returns the CEL expression the policies evaluate for an
-// image, with the configuration's constants written in, for the string
-// expression x: [image to pull] ([x] when it stays), [] when the webhook
-// would refuse it, and "" when cfg has no image rules. It exists so that
-// tests can evaluate the port against images.Rewriter with a CEL library
-// of their own (test/policycel), without one in this module.
-func ImageExpression(cfg config.Config, x string) (string, error) {
-	r, err := imageRules(cfg)
-	if err != nil || !r.enabled() {
-		return "", err
-	}
-	consts, err := r.constants()
-	if err != nil {
-		return "", err
-	}
-	byName := map[string]string{}
-	for _, kv := range consts {
-		byName[kv[0]] = "(" + kv[1] + ")"
-	}
-	return r.imageExpr(x, func(name string) string { return byName[name] }), nil
-}
-
-// CheapExpression returns the cheap path of the policies for the string
-// expression x (true: the webhook leaves x as it is; false: ask the
-// parser), and the prefixes it accepts, so that tests can check that it
-// never says true where images.Rewriter would change or refuse x.
-func CheapExpression(cfg config.Config, x string) (string, []string, error) {
-	r, err := imageRules(cfg)
-	if err != nil {
-		return "", nil, err
-	}
-	p := r.literalPrefixes()
-	return cheapExpr(p, x), p, nil
-}
-
-// FastExpression returns the fast path of the policies for the string
-// expression x ([the webhook's rewrite of x], or [] where the full port
-// must decide), so that tests can check that it never gives a rewrite the
-// webhook would not make.
-func FastExpression(cfg config.Config, x string) (string, error) {
-	r, err := imageRules(cfg)
-	if err != nil {
-		return "", err
-	}
-	return r.fastExpr(x), nil
 }

@@ -151,14 +151,19 @@ func TestGuard(t *testing.T) {
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				set, err := Guard(load(t, tc.env))
-				var refused *RefusedError
+				var refused *UnsupportedError
 				if !errors.As(err, &refused) || !strings.Contains(err.Error(), tc.want) {
-					t.Fatalf("Guard = (%v, %v), want a *RefusedError naming %s", set, err, tc.want)
+					t.Fatalf("Guard = (%v, %v), want a *UnsupportedError naming %s", set, err, tc.want)
 				}
 			})
 		}
 		if _, err := Guard(load(t, map[string]string{"IMAGE_PULL_SECRET": "regcred"})); !errors.Is(err, ErrNothingToGuard) {
 			t.Errorf("Guard without image rules: %v, want ErrNothingToGuard", err)
+		}
+	})
+	t.Run("original images recorded: the guard is unaffected", func(t *testing.T) {
+		if _, err := Guard(load(t, with(all, map[string]string{"RECORD_ORIGINAL_IMAGES": "true"}))); err != nil {
+			t.Errorf("Guard with RECORD_ORIGINAL_IMAGES=true: %v", err)
 		}
 	})
 	t.Run("mirror check outcomes that keep provenance", func(t *testing.T) {
@@ -215,7 +220,7 @@ func TestLiteralPrefixes(t *testing.T) {
 		// Not a host to the parser: no literal prefix.
 		{map[string]string{"REGISTRY": "a_b.com"}, nil},
 	} {
-		_, got, err := CheapExpression(load(t, tc.env), "x")
+		_, got, err := CheapExpression(load(t, tc.env).Rules.Images, "x")
 		if err != nil || !slices.Equal(got, tc.want) {
 			t.Errorf("%v: literal prefixes %q (%v), want %q", tc.env, got, err, tc.want)
 		}

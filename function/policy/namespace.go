@@ -46,7 +46,7 @@ type GuardOptions struct {
 // create, sorted and without repeats: ExemptNamespaces, every name of
 // EXCLUDE_NAMESPACES and more.
 func ProtectedNamespaces(cfg config.Config, more []string) []string {
-	names := slices.Concat(ExemptNamespaces, cfg.ExcludeNamespaces, more)
+	names := slices.Concat(ExemptNamespaces, cfg.Review.Exclude, more)
 	slices.Sort(names)
 	return slices.Compact(names)
 }

@@ -17,10 +17,12 @@ import (
 )
 
 // load reads env into a Config through config.Load, on an environment
-// cleared of every variable Config reads.
-func load(t *testing.T, env map[string]string) config.Config {
+// cleared of every variable config.Env reads. It is the one place the
+// tests, these and the external ones (LoadConfig, export_test.go), build a
+// configuration.
+func load(t testing.TB, env map[string]string) config.Config {
 	t.Helper()
-	typ := reflect.TypeFor[config.Config]()
+	typ := reflect.TypeFor[config.Env]()
 	for i := range typ.NumField() {
 		if name := typ.Field(i).Tag.Get("envconfig"); name != "" {
 			t.Setenv(name, "") // registers the restore
@@ -94,6 +96,7 @@ func TestGenerateRefusals(t *testing.T) {
 		{"warnings", with(all, map[string]string{"WARNINGS": "true"}), []string{"WARNINGS=true"}},
 		{"CloudEvents", with(all, map[string]string{"K_SINK": "http://sink.example.com"}), []string{"K_SINK"}},
 		{"mirror check", with(all, map[string]string{"MIRROR_CHECK": "true"}), []string{"MIRROR_CHECK=true"}},
+		{"original images", with(all, map[string]string{"RECORD_ORIGINAL_IMAGES": "true"}), []string{"RECORD_ORIGINAL_IMAGES=true: the policies do not write the mutator.dev/original-images annotation"}},
 		{"all at once", with(all, map[string]string{"MODE": "audit", "WARNINGS": "true", "K_SINK": "http://s"}), []string{"MODE=audit", "WARNINGS=true", "K_SINK"}},
 		{"registry host beyond DNS", map[string]string{"REGISTRY": strings.Repeat("a", 250) + ".example.com/m"}, []string{"longer than 259 characters"}},
 		{"a namespace name no selector can hold", with(all, map[string]string{"EXCLUDE_NAMESPACES": `team-a,we"ird`}), []string{`EXCLUDE_NAMESPACES: "we\"ird" is not a namespace name`}},
@@ -101,9 +104,9 @@ func TestGenerateRefusals(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			set, err := Generate(load(t, tt.env), Options{})
-			var refused *RefusedError
+			var refused *UnsupportedError
 			if !errors.As(err, &refused) {
-				t.Fatalf("Generate = (%v, %v), want a *RefusedError", set, err)
+				t.Fatalf("Generate = (%v, %v), want a *UnsupportedError", set, err)
 			}
 			for _, w := range tt.want {
 				if !strings.Contains(err.Error(), w) {
@@ -147,7 +150,11 @@ func TestGenerateObjects(t *testing.T) {
 		{"append", with(all, map[string]string{"IMAGE_PULL_SECRET_APPEND": "true"}), true, true, true, true,
 			[]string{"'/spec/imagePullSecrets/-'"}, nil},
 		{"images only", map[string]string{"REGISTRY": "r.example.com"}, true, true, false, true,
-			[]string{"variables.allowedPrefixes"}, []string{"imagePullSecrets", "imagePullPolicy"}},
+			[]string{"variables.allowedPrefixes", "imagePullPolicy) : '') == 'Never' ? [] : "}, []string{"imagePullSecrets", "/imagePullPolicy'"}},
+		{"forced Never: no image is rewritten", map[string]string{"REGISTRY": "r.example.com", "FORCE_IMAGE_PULL_POLICY": "true", "IMAGE_PULL_POLICY_TO_FORCE": "Never"}, true, true, false, true,
+			[]string{`"Never"`, "'/imagePullPolicy'"}, []string{"'/image'", "'/image/reference'", "variables.allowedPrefixes"}},
+		{"forced Always: Never is rewritten", map[string]string{"REGISTRY": "r.example.com", "FORCE_IMAGE_PULL_POLICY": "true"}, true, true, false, true,
+			[]string{"'/image'", "'/image/reference'"}, []string{"'Never'"}},
 		{"registry map", map[string]string{"REGISTRY_MAP": "docker.io=harbor.example.com/hub"}, true, true, false, true,
 			[]string{"variables.registryMap"}, nil},
 		{"pull policy only", map[string]string{"FORCE_IMAGE_PULL_POLICY": "true"}, true, true, false, false,
@@ -159,7 +166,7 @@ func TestGenerateObjects(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := load(t, tt.env)
-			exempt := append([]string{"kube-system"}, cfg.ExcludeNamespaces...)
+			exempt := append([]string{"kube-system"}, cfg.Review.Exclude...)
 			for _, reinvocation := range []admissionregistrationv1.ReinvocationPolicyType{"", admissionregistrationv1.IfNeededReinvocationPolicy} {
 				set, err := Generate(cfg, Options{Reinvocation: reinvocation})
 				if err != nil {

@@ -46,7 +46,7 @@ func BenchmarkHandlerPVC(b *testing.B) {
 }
 
 func benchHandler(b *testing.B, file string) {
-	h := newHandler(b, config.Config{
+	h := newHandler(b, config.Env{
 		Registry: "registry.example.com/mirror", ImagePullSecret: "regcred",
 		ForceImagePullPolicy: true, ImagePullPolicyToForce: "Always", DefaultStorageClass: "standard",
 	})

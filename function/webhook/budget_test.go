@@ -23,6 +23,7 @@ import (
 	"github.com/mutator-dev/mutator/function/admission"
 	"github.com/mutator-dev/mutator/function/config"
 	"github.com/mutator-dev/mutator/function/webhook"
+	"github.com/mutator-dev/mutator/internal/testkit"
 )
 
 // stallingBody is a request body that yields its first stallAt bytes, then
@@ -57,10 +58,7 @@ func stalling(body []byte, stallAt int64, gate chan struct{}) *stallingBody {
 
 func budgetHandler(t *testing.T, budget int64) *webhook.Handler {
 	t.Helper()
-	c, err := admission.New(config.Config{Registry: "registry.example.com", ImagePullPolicyToForce: "Always", Mode: config.Enforce}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := testkit.Controller(t, config.Env{Registry: "registry.example.com", ImagePullPolicyToForce: "Always", Mode: config.Enforce}, nil)
 	h, err := webhook.New(context.Background(), webhook.Options{BodyBudget: budget}, c)
 	if err != nil {
 		t.Fatal(err)
@@ -258,10 +256,7 @@ func serve(h http.Handler, req *http.Request) *httptest.ResponseRecorder {
 // TestRequireClientCert: with TLS_CLIENT_CA_FILE only a client whose
 // certificate was verified may post reviews; probes need none.
 func TestRequireClientCert(t *testing.T) {
-	c, err := admission.New(config.Config{Registry: "registry.example.com", ImagePullPolicyToForce: "Always", Mode: config.Enforce}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := testkit.Controller(t, config.Env{Registry: "registry.example.com", ImagePullPolicyToForce: "Always", Mode: config.Enforce}, nil)
 	h, err := webhook.New(t.Context(), webhook.Options{RequireClientCert: true}, c)
 	if err != nil {
 		t.Fatal(err)

@@ -10,9 +10,9 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/mutator-dev/mutator/function/admission"
 	"github.com/mutator-dev/mutator/function/config"
 	"github.com/mutator-dev/mutator/function/webhook"
+	"github.com/mutator-dev/mutator/internal/testkit"
 )
 
 type lockedBuffer struct {
@@ -35,12 +35,9 @@ func (b *lockedBuffer) Sync() error { return nil }
 func TestLogsHoldNoPodValues(t *testing.T) {
 	buf := &lockedBuffer{}
 	logger := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), buf, zap.DebugLevel))
-	cfg := config.Config{Registry: "registry.example.com/mirror", ImagePullSecret: "regcred",
+	cfg := config.Env{Registry: "registry.example.com/mirror", ImagePullSecret: "regcred",
 		ImagePullPolicyToForce: "Always", Mode: config.Enforce, Warnings: true}
-	c, err := admission.New(cfg, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := testkit.Controller(t, cfg, logger)
 	h, err := webhook.New(context.Background(), webhook.Options{Logger: logger}, c)
 	if err != nil {
 		t.Fatal(err)

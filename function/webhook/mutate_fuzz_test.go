@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -23,11 +24,12 @@ import (
 	"github.com/mutator-dev/mutator/function/config"
 	"github.com/mutator-dev/mutator/function/images"
 	"github.com/mutator-dev/mutator/function/webhook"
+	"github.com/mutator-dev/mutator/internal/testkit"
 )
 
 // fzVariants are the configurations FuzzMutate posts to; its variant
 // argument selects one.
-var fzVariants = []config.Config{
+var fzVariants = []config.Env{
 	{Registry: "registry.example.com/mirror", IgnoredRegistries: []string{"registry.k8s.io", "quay.io/keep"},
 		RegistryMap: []string{"ghcr.io=harbor.example.com/ghcr"}, ImagePullSecret: "regcred", ImagePullSecretAppend: true,
 		ForceImagePullPolicy: true, ImagePullPolicyToForce: "IfNotPresent", DefaultStorageClass: "standard",
@@ -41,7 +43,7 @@ var fzVariants = []config.Config{
 
 // fzTarget is one handler with what FuzzMutate needs to check its answers.
 type fzTarget struct {
-	cfg    config.Config
+	cfg    config.Env
 	h      *webhook.Handler
 	rw     *images.Rewriter
 	logged *observer.ObservedLogs
@@ -83,13 +85,10 @@ func FuzzMutate(f *testing.F) {
 	})
 }
 
-func newFuzzTarget(tb testing.TB, cfg config.Config) *fzTarget {
+func newFuzzTarget(tb testing.TB, cfg config.Env) *fzTarget {
 	tb.Helper()
 	core, logged := observer.New(zap.DebugLevel)
-	c, err := admission.New(cfg, nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	c := testkit.Controller(tb, cfg, nil)
 	h, err := webhook.New(context.Background(), webhook.Options{Logger: zap.New(core)}, c)
 	if err != nil {
 		tb.Fatal(err)
@@ -202,7 +201,7 @@ func fzShallow(t *testing.T, tg *fzTarget, body []byte) (*admissionv1.AdmissionR
 			t.Fatalf("patch type without a patch: %s", rec.Body)
 		}
 	} else {
-		if tg.cfg.Mode == config.Audit || tg.cfg.Excluded(loose.Request.Namespace) {
+		if tg.cfg.Mode == config.Audit || slices.Contains(tg.cfg.ExcludeNamespaces, loose.Request.Namespace) {
 			t.Fatalf("patch in audit mode or for excluded namespace %q: %s", loose.Request.Namespace, rec.Body)
 		}
 		if resp.PatchType == nil || *resp.PatchType != admissionv1.PatchTypeJSONPatch {
@@ -273,7 +272,7 @@ func fzAsAPIServer(t *testing.T, review *admissionv1.AdmissionReview) ([]byte, b
 // fzDeep checks the answer to a review as the API server sends it.
 func fzDeep(t *testing.T, tg *fzTarget, review *admissionv1.AdmissionReview, resp *admissionv1.AdmissionResponse) {
 	t.Helper()
-	if !resp.Allowed || tg.cfg.Excluded(review.Request.Namespace) || tg.cfg.Mode != config.Enforce {
+	if !resp.Allowed || slices.Contains(tg.cfg.ExcludeNamespaces, review.Request.Namespace) || tg.cfg.Mode != config.Enforce {
 		return
 	}
 	if len(resp.Patch) == 0 {

@@ -14,13 +14,13 @@ import (
 	"testing"
 	"time"
 
-	jsonpatch "gopkg.in/evanphx/json-patch.v4"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/mutator-dev/mutator/function/admission"
 	"github.com/mutator-dev/mutator/function/config"
 	"github.com/mutator-dev/mutator/function/webhook"
+	"github.com/mutator-dev/mutator/internal/testkit"
 )
 
 func testdata(t testing.TB, name string) []byte {
@@ -32,7 +32,7 @@ func testdata(t testing.TB, name string) []byte {
 	return b
 }
 
-func newHandler(t testing.TB, cfg config.Config) *webhook.Handler {
+func newHandler(t testing.TB, cfg config.Env) *webhook.Handler {
 	t.Helper()
 	if cfg.ImagePullPolicyToForce == "" {
 		cfg.ImagePullPolicyToForce = "Always"
@@ -40,10 +40,7 @@ func newHandler(t testing.TB, cfg config.Config) *webhook.Handler {
 	if cfg.Mode == "" {
 		cfg.Mode = config.Enforce
 	}
-	c, err := admission.New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := testkit.Controller(t, cfg, nil)
 	h, err := webhook.New(context.Background(), webhook.Options{}, c)
 	if err != nil {
 		t.Fatal(err)
@@ -64,7 +61,7 @@ func post(h http.Handler, body []byte, contentType string) *httptest.ResponseRec
 // TestPodReview posts the realistic Pod review through the whole handler and
 // checks the Pod that results from applying the returned patch.
 func TestPodReview(t *testing.T) {
-	h := newHandler(t, config.Config{
+	h := newHandler(t, config.Env{
 		Registry: "registry.example.com/mirror", ImagePullSecret: "regcred", ImagePullSecretAppend: true,
 		ForceImagePullPolicy: true, ImagePullPolicyToForce: "Always",
 	})
@@ -91,14 +88,7 @@ func TestPodReview(t *testing.T) {
 	if err := json.Unmarshal(body, &in); err != nil {
 		t.Fatal(err)
 	}
-	patch, err := jsonpatch.DecodePatch(resp.Patch)
-	if err != nil {
-		t.Fatalf("decoding patch %s: %v", resp.Patch, err)
-	}
-	patched, err := patch.Apply(in.Request.Object.Raw)
-	if err != nil {
-		t.Fatalf("applying patch %s: %v", resp.Patch, err)
-	}
+	patched := testkit.ApplyPatch(t, in.Request.Object.Raw, resp.Patch)
 	var pod corev1.Pod
 	if err := json.Unmarshal(patched, &pod); err != nil {
 		t.Fatal(err)
@@ -128,7 +118,7 @@ func TestPodReview(t *testing.T) {
 // TestBadInput: every malformed request gets a clear 4xx or a valid
 // AdmissionReview with a message; never a panic, a 5xx or a hang.
 func TestBadInput(t *testing.T) {
-	h := newHandler(t, config.Config{Registry: "registry.example.com"})
+	h := newHandler(t, config.Env{Registry: "registry.example.com"})
 	pod := string(testdata(t, "pod-review.json"))
 	manyContainers := func(n int) string {
 		var b strings.Builder
@@ -217,7 +207,7 @@ func TestBadInput(t *testing.T) {
 }
 
 func TestHealthAndRouting(t *testing.T) {
-	h := newHandler(t, config.Config{})
+	h := newHandler(t, config.Env{})
 	get := func(path string) int {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
@@ -243,7 +233,7 @@ func TestHealthAndRouting(t *testing.T) {
 
 // TestMemoryBounded: a stream of maximal bodies does not grow the heap.
 func TestMemoryBounded(t *testing.T) {
-	h := newHandler(t, config.Config{Registry: "registry.example.com"})
+	h := newHandler(t, config.Env{Registry: "registry.example.com"})
 	big := []byte(`{"request":{"uid":"u","kind":{"version":"v1","kind":"Pod"},"operation":"CREATE","object":{"metadata":{"labels":{"a":"` + strings.Repeat("x", 2<<20) + `"}},"spec":{"containers":[{"name":"a","image":"nginx"}]}}}}`)
 	heap := func() uint64 {
 		runtime.GC()

@@ -27,8 +27,8 @@
 // and cold-start times).
 //
 // Run with `make test-cluster` (as root; otherwise every test skips, saying
-// why), or, with the binaries in place (test/tools/node-bin.sh and
-// test/tools/knative-bin.sh fill NODE_ASSETS and KNATIVE_ASSETS),
+// why), or, with the binaries in place (hack/tools/node-bin.sh and
+// hack/tools/knative-bin.sh fill NODE_ASSETS and KNATIVE_ASSETS),
 //
 //	cd test/cluster && go test -count=1 -v -timeout 20m ./...
 package cluster

@@ -456,7 +456,7 @@ func accessLogLines(parts ...string) int {
 // traefik's TLS entrypoint, the activator and queue-proxy: a Pod created
 // in a served namespace comes back rewritten; from zero, the first create
 // waits for the cold start and is rewritten (latency over
-// MUTATOR_FUNCTION_COLD_STARTS cold starts, default 2 (10 or more for
+// MUTATOR_FUNCTION_COLD_STARTS cold starts, default 1 (10 or more for
 // figures), and over warm
 // creates); without creates the Revision scales back to zero; a burst
 // from zero loses no create; and with the function crashing, creates are
@@ -502,12 +502,7 @@ func TestScaleFromZeroFunction(t *testing.T) {
 		t.Fatalf("stored Pod: %v", err)
 	}
 
-	coldStarts := 2
-	if s := os.Getenv(functionColdStartsEnv); s != "" {
-		if coldStarts, err = strconv.Atoi(s); err != nil || coldStarts < 1 {
-			t.Fatalf("%s=%q: want a positive number", functionColdStartsEnv, s)
-		}
-	}
+	coldStarts := positiveEnv(t, functionColdStartsEnv, 1)
 	var cold, toZero []time.Duration
 	for i := range coldStarts {
 		lastCreate := time.Now()

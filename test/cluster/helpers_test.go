@@ -5,7 +5,9 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -207,3 +209,18 @@ func describe(reqs []registry.Request) string {
 
 // mirrorRepo is the mirror's repository of a test image.
 func mirrorRepo(repo string) string { return "mirror/team/" + repo }
+
+// positiveEnv returns the positive whole number in the variable name, or
+// def when it is unset: how many samples a figure takes.
+func positiveEnv(t *testing.T, name string, def int) int {
+	t.Helper()
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		t.Fatalf("%s=%q: want a positive number", name, s)
+	}
+	return n
+}

@@ -33,8 +33,8 @@ const greetingPath = "greeting.txt"
 // greeting is the data image's file content for this run.
 func (e *env) greeting() string { return "hello from the image volume, run " + e.nonce }
 
-// buildBinaries compiles the mutator (from the repository root, with the
-// mutator's own module) and the image programs (cmd/app, cmd/pause) into
+// buildBinaries compiles the mutator and the copier (from the repository
+// root, with the mutator's own module) and the image programs (cmd/app, cmd/pause) into
 // dir, and builds the function image there (buildFunctionImage). It runs in the host stage, where the module proxy is reachable.
 func buildBinaries(ctx context.Context, dir string) error {
 	root, err := node.RepoRoot()
@@ -46,6 +46,7 @@ func buildBinaries(ctx context.Context, dir string) error {
 	}
 	for _, b := range []struct{ dir, pkg, out string }{
 		{root, "./cmd/mutator", "mutator"},
+		{root, "./cmd/copier", "copier"}, // TestMirrorCopy's copier
 		{".", "./cmd/app", "app"},
 		{".", "./cmd/pause", "pause"},
 	} {

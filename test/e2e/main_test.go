@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mutator-dev/mutator/internal/testkit/mutatorbin"
 	"github.com/mutator-dev/mutator/test/e2e/cluster"
-	"github.com/mutator-dev/mutator/test/internal/mutatorbin"
 )
 
 // Package-wide state, set up once by TestMain and read-only afterwards.

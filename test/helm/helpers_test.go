@@ -17,8 +17,6 @@ import (
 	"helm.sh/helm/v3/pkg/chartutil"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	"sigs.k8s.io/kustomize/api/krusty"
-	"sigs.k8s.io/kustomize/kyaml/filesys"
 )
 
 const (
@@ -104,24 +102,6 @@ func render(t *testing.T, valuesText, namespace string) []*unstructured.Unstruct
 	objs, err := parseObjects(manifest)
 	if err != nil {
 		t.Fatalf("parsing the rendered chart: %v\n%s", err, manifest)
-	}
-	return objs
-}
-
-// kustomizeBuild is `kustomize build dir`.
-func kustomizeBuild(t *testing.T, dir string) []*unstructured.Unstructured {
-	t.Helper()
-	m, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), dir)
-	if err != nil {
-		t.Fatalf("kustomize build %s: %v", dir, err)
-	}
-	out, err := m.AsYaml()
-	if err != nil {
-		t.Fatalf("kustomize build %s: %v", dir, err)
-	}
-	objs, err := parseObjects(string(out))
-	if err != nil {
-		t.Fatalf("parsing kustomize build %s: %v", dir, err)
 	}
 	return objs
 }

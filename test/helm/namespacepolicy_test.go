@@ -33,7 +33,7 @@ func TestNamespacePolicyIsTheGenerators(t *testing.T) {
 			if got := strings.Join(tc.exclude, ","); env(t, objs)["EXCLUDE_NAMESPACES"] != got {
 				t.Fatalf("the chart renders EXCLUDE_NAMESPACES=%q, the test expects %q", env(t, objs)["EXCLUDE_NAMESPACES"], got)
 			}
-			out, err := policy.NamespaceGuard(config.Config{ExcludeNamespaces: tc.exclude}, policy.GuardOptions{AdminGroups: tc.groups})
+			out, err := policy.NamespaceGuard(config.Config{Review: config.Review{Exclude: tc.exclude}}, policy.GuardOptions{AdminGroups: tc.groups})
 			if err != nil {
 				t.Fatal(err)
 			}

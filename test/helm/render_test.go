@@ -37,6 +37,7 @@ config:
     - {source: quay.io, target: registry.example.com/quay}
   mode: audit
   warnings: false
+  recordOriginalImages: true
   logLevel: debug
   port: 9443
   metricsPort: 9096
@@ -56,6 +57,8 @@ config:
     checkMaxLookups: 16
     checkMaxInFlight: 128
     missing: warn
+    copySink: http://mutator-copier.mutator-system.svc
+    pinDigests: true
     unreachable: deny
     credentialsSecret: mirror-pull
     cacheTTL: 5m

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -113,17 +112,13 @@ func functionPorts(svcEnv, funcEnv map[string]string, defaults map[string]string
 	return out, nil
 }
 
-// configDefaults reads the `default:"..."` tags of config.Config, keyed by
-// env name: what the function uses for a variable the manifests leave out.
+// configDefaults returns the settings' defaults keyed by env name: what
+// the function uses for a variable the manifests leave out.
 func configDefaults() map[string]string {
 	out := map[string]string{}
-	typ := reflect.TypeFor[config.Config]()
-	for i := range typ.NumField() {
-		f := typ.Field(i)
-		if name := f.Tag.Get("envconfig"); name != "" {
-			if d, ok := f.Tag.Lookup("default"); ok {
-				out[name] = d
-			}
+	for _, s := range config.Settings() {
+		if s.Default != "" {
+			out[s.Env] = s.Default
 		}
 	}
 	return out
@@ -174,7 +169,7 @@ func TestFunctionPortsAvoidQueueProxy(t *testing.T) {
 	svcEnv, funcEnv, containerPorts := shippedPortConfig(t)
 	defaults := configDefaults()
 	if defaults["METRICS_PORT"] == "" {
-		t.Fatalf("config.Config has no METRICS_PORT default tag")
+		t.Fatalf("config.Settings() has no METRICS_PORT default")
 	}
 	ports, err := functionPorts(svcEnv, funcEnv, defaults, containerPorts)
 	if err != nil {

@@ -1,3 +1,5 @@
+//go:build load
+
 package main
 
 import (
@@ -13,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mutator-dev/mutator/test/internal/syncbuf"
+	"github.com/mutator-dev/mutator/internal/testkit/syncbuf"
 	"github.com/mutator-dev/mutator/test/load/loadgen"
 )
 

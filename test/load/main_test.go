@@ -1,3 +1,5 @@
+//go:build load
+
 package main
 
 import (
@@ -15,6 +17,7 @@ import (
 	"github.com/mutator-dev/mutator/function/admission"
 	"github.com/mutator-dev/mutator/function/config"
 	"github.com/mutator-dev/mutator/function/webhook"
+	"github.com/mutator-dev/mutator/internal/testkit"
 	"github.com/mutator-dev/mutator/test/load/loadgen"
 )
 
@@ -22,12 +25,9 @@ const podReview = "../testdata/pod-review.json"
 
 // realWebhook serves the mutator's own handler over HTTPS (HTTP/2 offered)
 // and returns the mutate URL and a CA file that trusts it.
-func realWebhook(t *testing.T, cfg config.Config) (url, caFile string) {
+func realWebhook(t *testing.T, cfg config.Env) (url, caFile string) {
 	t.Helper()
-	c, err := admission.New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := testkit.Controller(t, cfg, nil)
 	h, err := webhook.New(context.Background(), webhook.Options{}, c)
 	if err != nil {
 		t.Fatal(err)
@@ -43,7 +43,7 @@ func realWebhook(t *testing.T, cfg config.Config) (url, caFile string) {
 	return srv.URL + admission.Path, caFile
 }
 
-var mirrorConfig = config.Config{
+var mirrorConfig = config.Env{
 	Registry: "registry.example.com/mirror", ImagePullSecret: "regcred", ForceImagePullPolicy: true,
 	ImagePullPolicyToForce: "IfNotPresent", DefaultStorageClass: "standard", Mode: config.Enforce,
 }

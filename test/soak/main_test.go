@@ -1,4 +1,4 @@
-//go:build linux
+//go:build linux && soak
 
 package soak
 
@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mutator-dev/mutator/test/internal/mutatorbin"
+	"github.com/mutator-dev/mutator/internal/testkit/mutatorbin"
 	"github.com/mutator-dev/mutator/test/load/loadgen"
 )
 

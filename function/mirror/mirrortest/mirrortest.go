@@ -27,8 +27,12 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 // Options configure New.
@@ -57,6 +61,7 @@ type Registry struct {
 	status    int // non-zero: every request is answered with it
 	slow      map[string]time.Duration
 	slowPing  time.Duration
+	digestHdr *string     // non-nil: manifest responses carry it as Docker-Content-Digest ("" leaves the header out)
 	answered  []time.Time // when each counted request was answered
 	abandoned int64       // counted requests whose client gave up first
 }
@@ -103,7 +108,7 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request, inner http.Ha
 		}()
 	}
 	r.mu.Lock()
-	hang, hangAll, status := r.hang, r.hangAll, r.status
+	hang, hangAll, status, digestHdr := r.hang, r.hangAll, r.status, r.digestHdr
 	delay := r.slowFor(req.URL.Path)
 	if req.URL.Path == "/v2/" {
 		delay = r.slowPing
@@ -145,7 +150,45 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request, inner http.Ha
 			return
 		}
 	}
+	if manifest && digestHdr != nil && counted {
+		w = &digestWriter{ResponseWriter: w, digest: *digestHdr}
+	}
 	inner.ServeHTTP(w, req)
+}
+
+// digestWriter replaces the Docker-Content-Digest header of a response.
+type digestWriter struct {
+	http.ResponseWriter
+	digest string
+}
+
+func (w *digestWriter) WriteHeader(code int) {
+	if w.digest == "" {
+		w.Header().Del("Docker-Content-Digest")
+	} else {
+		w.Header().Set("Docker-Content-Digest", w.digest)
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *digestWriter) Write(b []byte) (int, error) { return w.ResponseWriter.Write(b) }
+
+// SetDigestHeader makes manifest responses (Push's left out) carry d as
+// their Docker-Content-Digest header, "" none at all: a registry, or a
+// proxy in front of it, that answers with a digest that is not the
+// manifest's or does not parse. ResetDigestHeader serves the true one
+// again.
+func (r *Registry) SetDigestHeader(d string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.digestHdr = &d
+}
+
+// ResetDigestHeader undoes SetDigestHeader.
+func (r *Registry) ResetDigestHeader() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.digestHdr = nil
 }
 
 // slowFor is the delay of manifest requests under path; r.mu is held.
@@ -276,6 +319,43 @@ func (r *Registry) Push(tb testing.TB, repoTag string) string {
 		tb.Fatalf("mirrortest: digest: %v", err)
 	}
 	return ref.Context().Digest(d.String()).String()
+}
+
+// PushIndex uploads a multi-platform image, an OCI image index of one small
+// random image per platform ("linux/amd64", "linux/arm64"), as
+// Host/repoTag, and returns the index's digest ("sha256:…"), which is what
+// a HEAD of the tag answers with.
+func (r *Registry) PushIndex(tb testing.TB, repoTag string, platforms ...string) string {
+	tb.Helper()
+	ref, err := name.ParseReference(r.Host + "/" + repoTag)
+	if err != nil {
+		tb.Fatalf("mirrortest: parsing %q: %v", repoTag, err)
+	}
+	var adds []mutate.IndexAddendum
+	for _, p := range platforms {
+		img, err := random.Image(256, 1)
+		if err != nil {
+			tb.Fatalf("mirrortest: building image: %v", err)
+		}
+		plat, err := v1.ParsePlatform(p)
+		if err != nil {
+			tb.Fatalf("mirrortest: platform %q: %v", p, err)
+		}
+		adds = append(adds, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: plat}})
+	}
+	idx := mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex), adds...)
+	opts := []remote.Option{remote.WithContext(context.Background()), remote.WithTransport(pushTransport{})}
+	if r.opts.Username != "" {
+		opts = append(opts, remote.WithAuth(&authn.Basic{Username: r.opts.Username, Password: r.opts.Password}))
+	}
+	if err := remote.WriteIndex(ref, idx, opts...); err != nil {
+		tb.Fatalf("mirrortest: pushing %s: %v", ref, err)
+	}
+	d, err := idx.Digest()
+	if err != nil {
+		tb.Fatalf("mirrortest: digest: %v", err)
+	}
+	return d.String()
 }
 
 // pushTransport marks Push's requests so that the counters leave them out.

@@ -14,7 +14,7 @@ import (
 	"github.com/mutator-dev/mutator/test/cluster/node"
 )
 
-// Version is the Knative Serving release test/tools/knative/go.mod pins.
+// Version is the Knative Serving release hack/tools/knative/go.mod pins.
 const Version = "v0.50.0"
 
 // importPrefix is where Serving's commands live; manifests name their images
@@ -24,7 +24,7 @@ const importPrefix = "knative.dev/serving/cmd/"
 // commands are the Serving commands knative-bin.sh builds images of.
 var commands = []string{"activator", "autoscaler", "controller", "queue", "webhook"}
 
-// AssetsDir returns the folder test/tools/knative-bin.sh fills:
+// AssetsDir returns the folder hack/tools/knative-bin.sh fills:
 // $KNATIVE_ASSETS, else <repository root>/.cache/knative/cluster, checking
 // that it holds traefik, the images and the manifests.
 func AssetsDir() (string, error) {
@@ -43,7 +43,7 @@ func AssetsDir() (string, error) {
 		}
 	}
 	if len(missing) > 0 {
-		return "", fmt.Errorf("the Knative assets in %s lack %s; run `bash test/tools/knative-bin.sh %s` (or `make test-cluster`), or set KNATIVE_ASSETS",
+		return "", fmt.Errorf("the Knative assets in %s lack %s; run `bash hack/tools/knative-bin.sh %s` (or `make test-cluster`), or set KNATIVE_ASSETS",
 			dir, strings.Join(missing, ", "), dir)
 	}
 	return dir, nil
@@ -92,7 +92,7 @@ func publishImages(ctx context.Context, dir string, publish PublishFunc) (map[st
 			return nil, fmt.Errorf("image %s is of command %q, not one of %v", d.Digest, name, commands)
 		}
 		if _, dup := refs["ko://"+importPrefix+name]; dup {
-			return nil, fmt.Errorf("%s holds two images of %s; run test/tools/knative-bin.sh again", dir, name)
+			return nil, fmt.Errorf("%s holds two images of %s; run hack/tools/knative-bin.sh again", dir, name)
 		}
 		ref, err := publish(ctx, name, img)
 		if err != nil {
@@ -102,7 +102,7 @@ func publishImages(ctx context.Context, dir string, publish PublishFunc) (map[st
 	}
 	for _, c := range commands {
 		if _, ok := refs["ko://"+importPrefix+c]; !ok {
-			return nil, fmt.Errorf("%s has no image of %s; run test/tools/knative-bin.sh again", dir, c)
+			return nil, fmt.Errorf("%s has no image of %s; run hack/tools/knative-bin.sh again", dir, c)
 		}
 	}
 	return refs, nil

@@ -1,6 +1,6 @@
 // Package knative installs Knative Serving v0.50.0 on the cluster of package
 // node, with traefik's experimental Knative provider as its networking
-// layer, from what test/tools/knative-bin.sh put into the assets folder:
+// layer, from what hack/tools/knative-bin.sh put into the assets folder:
 // Serving's five images (an OCI layout built by ko), its manifests (the
 // module's config/core with the files its repository links in from
 // knative.dev/networking and knative.dev/caching) and the traefik binary.

@@ -69,7 +69,7 @@ const (
 
 // Options configures Install.
 type Options struct {
-	// Assets is the folder test/tools/knative-bin.sh filled (AssetsDir).
+	// Assets is the folder hack/tools/knative-bin.sh filled (AssetsDir).
 	Assets string
 	// Kube is the cluster to install on.
 	Kube *node.Node

@@ -55,7 +55,7 @@ func loadManifests(dir string) (*manifests, error) {
 		}
 	}
 	if len(m.crds) == 0 || len(m.core) == 0 {
-		return nil, fmt.Errorf("%s holds %d CRDs and %d other objects; run test/tools/knative-bin.sh again", dir, len(m.crds), len(m.core))
+		return nil, fmt.Errorf("%s holds %d CRDs and %d other objects; run hack/tools/knative-bin.sh again", dir, len(m.crds), len(m.core))
 	}
 	return m, nil
 }

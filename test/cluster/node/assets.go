@@ -18,7 +18,7 @@ var nodeBinaries = []string{
 }
 
 // NodeAssetsDir returns the directory holding nodeBinaries: $NODE_ASSETS,
-// else <repo root>/.cache/node-bin, where test/tools/node-bin.sh puts them.
+// else <repo root>/.cache/node-bin, where hack/tools/node-bin.sh puts them.
 func NodeAssetsDir() (string, error) {
 	dir := os.Getenv("NODE_ASSETS")
 	if dir == "" {
@@ -36,7 +36,7 @@ func NodeAssetsDir() (string, error) {
 		}
 	}
 	if len(missing) > 0 {
-		return "", fmt.Errorf("node binaries missing from %s: %s; run `bash test/tools/node-bin.sh %s` (or `make test-cluster`), or set NODE_ASSETS",
+		return "", fmt.Errorf("node binaries missing from %s: %s; run `bash hack/tools/node-bin.sh %s` (or `make test-cluster`), or set NODE_ASSETS",
 			dir, strings.Join(missing, ", "), dir)
 	}
 	return dir, nil
@@ -76,7 +76,7 @@ func findPrerequisites() (prerequisites, error) {
 		missing = append(missing, "CNI plugins bridge, host-local and loopback (in "+strings.Join(cniDirs, " or ")+")")
 	}
 	if len(missing) > 0 {
-		return p, fmt.Errorf("missing %s; on Debian: apt-get install runc containernetworking-plugins iptables iproute2 (test/tools/node-bin.sh does it as root)",
+		return p, fmt.Errorf("missing %s; on Debian: apt-get install runc containernetworking-plugins iptables iproute2 (hack/tools/node-bin.sh does it as root)",
 			strings.Join(missing, ", "))
 	}
 	return p, nil

@@ -46,7 +46,7 @@ func AssetsDir() (string, error) {
 // and how to get them.
 func assetsError(dir, source string, err error) error {
 	return fmt.Errorf("control-plane binaries not usable in %s (%s): %w; "+
-		"run `make test-bin` (test/tools/build.sh %s) or set KUBE_ASSETS to a directory holding %s, %s and %s",
+		"run `make test-bin` (hack/tools/build.sh %s) or set KUBE_ASSETS to a directory holding %s, %s and %s",
 		dir, source, err, dir, etcdBinary, apiserverBinary, kubectlBinary)
 }
 

@@ -33,7 +33,7 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/mutator-dev/mutator/test/internal/syncbuf"
+	"github.com/mutator-dev/mutator/internal/testkit/syncbuf"
 	"github.com/mutator-dev/mutator/test/knative/internal/fnbuild"
 	"github.com/mutator-dev/mutator/test/knative/internal/repo"
 )

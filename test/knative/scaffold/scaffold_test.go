@@ -37,7 +37,7 @@ import (
 	// the scaffold is built.
 	_ "knative.dev/func-go/http"
 
-	"github.com/mutator-dev/mutator/test/internal/syncbuf"
+	"github.com/mutator-dev/mutator/internal/testkit/syncbuf"
 	"github.com/mutator-dev/mutator/test/knative/internal/repo"
 )
 

@@ -1,5 +1,5 @@
 // Package image builds the mutator function's container image without
-// Docker: ko (pinned in test/tools/ko) compiles func's scaffolding of the
+// Docker: ko (pinned in hack/tools/ko) compiles func's scaffolding of the
 // repository root onto a base image given by digest in .ko.yaml, which this
 // package writes reproducibly into ko's local cache (KOCACHE) so that ko
 // never fetches it. `make image` and test/knative/image share this code.
@@ -27,7 +27,7 @@ import (
 	"github.com/mutator-dev/mutator/test/knative/internal/repo"
 )
 
-// KoVersion is the ko release test/tools/ko/go.mod pins.
+// KoVersion is the ko release hack/tools/ko/go.mod pins.
 const KoVersion = "v0.19.1"
 
 // NonRoot is the user the base image declares (distroless' "nonroot").
@@ -170,7 +170,7 @@ func ConfiguredBase(root string) (string, error) {
 }
 
 // Ko returns the path of the pinned ko binary, building it into the cache
-// from test/tools/ko when absent.
+// from hack/tools/ko when absent.
 func Ko(ctx context.Context, root string) (string, error) {
 	cache, err := repo.CacheDir("bin")
 	if err != nil {
@@ -181,7 +181,7 @@ func Ko(ctx context.Context, root string) (string, error) {
 		return bin, nil
 	}
 	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", bin+".tmp", "github.com/google/ko")
-	cmd.Dir = filepath.Join(root, "test", "tools", "ko")
+	cmd.Dir = filepath.Join(root, "hack", "tools", "ko")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOWORK=off")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("building ko %s: %w\n%s", KoVersion, err, out)
