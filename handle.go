@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 
 	"github.com/mutator-dev/mutator/function/app"
-	"github.com/mutator-dev/mutator/function/config"
 )
 
 // Function is the func-go instance.
@@ -24,11 +23,7 @@ func New() *Function { return &Function{} }
 // values in cfg) and assembles the webhook; an invalid configuration stops
 // the function with the error.
 func (f *Function) Start(ctx context.Context, _ map[string]string) error {
-	cfg, err := config.Load()
-	if err != nil {
-		return err
-	}
-	a, err := app.New(ctx, cfg)
+	a, err := app.Load(ctx)
 	if err != nil {
 		return err
 	}

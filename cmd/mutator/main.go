@@ -151,14 +151,11 @@ func helpRequested(args []string) bool {
 }
 
 func serve(ctx context.Context, kube *environment.ClientConfig) error {
-	cfg, err := config.Load()
+	a, err := app.Load(ctx)
 	if err != nil {
 		return err
 	}
-	a, err := app.New(ctx, cfg)
-	if err != nil {
-		return err
-	}
+	cfg := a.Config
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

@@ -60,3 +60,58 @@ func TestCLI(t *testing.T) {
 		})
 	}
 }
+
+// commandCase is one run of a command: its arguments and environment, and
+// what its exit status, standard output and standard error must (or must
+// not) hold.
+type commandCase struct {
+	name       string
+	args       []string
+	env        map[string]string
+	wantCode   int
+	wantStdout []string
+	notStdout  []string
+	wantStderr []string
+}
+
+// runCommandCases runs each case on an environment cleared of the
+// variables any case sets.
+func runCommandCases(t *testing.T, tests []commandCase) {
+	t.Helper()
+	var vars []string
+	for _, tt := range tests {
+		for k := range tt.env {
+			vars = append(vars, k)
+		}
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, k := range vars {
+				t.Setenv(k, "") // restored after the test
+				os.Unsetenv(k)
+			}
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			var stdout, stderr bytes.Buffer
+			if code := run(tt.args, strings.NewReader(""), &stdout, &stderr); code != tt.wantCode {
+				t.Errorf("exit %d, want %d; stderr: %s", code, tt.wantCode, stderr.String())
+			}
+			for _, w := range tt.wantStdout {
+				if !strings.Contains(stdout.String(), w) {
+					t.Errorf("stdout lacks %q:\n%.2000s", w, stdout.String())
+				}
+			}
+			for _, w := range tt.notStdout {
+				if strings.Contains(stdout.String(), w) {
+					t.Errorf("stdout has %q:\n%.2000s", w, stdout.String())
+				}
+			}
+			for _, w := range tt.wantStderr {
+				if !strings.Contains(stderr.String(), w) {
+					t.Errorf("stderr lacks %q:\n%s", w, stderr.String())
+				}
+			}
+		})
+	}
+}

@@ -12,15 +12,7 @@ import (
 // registry configuration for the environment's image settings, notes on
 // standard error, and refuses bad input with a message.
 func TestNodeConfigCommand(t *testing.T) {
-	tests := []struct {
-		name       string
-		args       []string
-		env        map[string]string
-		wantCode   int
-		wantStdout []string
-		notStdout  []string
-		wantStderr []string
-	}{
+	runCommandCases(t, []commandCase{
 		{"containerd", []string{"node-config"}, map[string]string{"REGISTRY": "mirror.example.com/mirror", "IGNORED_REGISTRIES": "registry.k8s.io"}, 0,
 			[]string{"# ==> <config_path>/_default/hosts.toml <==\n", `[host."https://mirror.example.com/v2/mirror"]`, "override_path = true",
 				"# ==> <config_path>/registry.k8s.io/hosts.toml <==\n", "# ==> <config_path>/mirror.example.com/hosts.toml <=="},
@@ -44,34 +36,7 @@ func TestNodeConfigCommand(t *testing.T) {
 		{"hosts without a catch-all", []string{"node-config", "--hosts=ghcr.io"}, map[string]string{"REGISTRY_MAP": "quay.io=m.example.com"}, 1, nil, nil, []string{"no catch-all"}},
 		{"arguments", []string{"node-config", "extra"}, nil, 2, nil, nil, []string{`unexpected arguments ["extra"]`}},
 		{"help", []string{"node-config", "-h"}, nil, 0, []string{"usage: mutator node-config [flags]", "-containerd-dir", "-ca-file", "-skip-verify", "-no-fallback"}, nil, nil},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			clearImageEnv(t)
-			for k, v := range tt.env {
-				t.Setenv(k, v)
-			}
-			var stdout, stderr bytes.Buffer
-			if code := run(tt.args, strings.NewReader(""), &stdout, &stderr); code != tt.wantCode {
-				t.Errorf("exit %d, want %d; stderr: %s", code, tt.wantCode, stderr.String())
-			}
-			for _, w := range tt.wantStdout {
-				if !strings.Contains(stdout.String(), w) {
-					t.Errorf("stdout lacks %q:\n%s", w, stdout.String())
-				}
-			}
-			for _, w := range tt.notStdout {
-				if strings.Contains(stdout.String(), w) {
-					t.Errorf("stdout has %q:\n%s", w, stdout.String())
-				}
-			}
-			for _, w := range tt.wantStderr {
-				if !strings.Contains(stderr.String(), w) {
-					t.Errorf("stderr lacks %q:\n%s", w, stderr.String())
-				}
-			}
-		})
-	}
+	})
 }
 
 // TestNodeConfigDirectory: --containerd-dir writes DIR/<host>/hosts.toml,

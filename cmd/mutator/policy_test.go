@@ -1,24 +1,13 @@
 package main
 
 import (
-	"bytes"
-	"os"
-	"strings"
 	"testing"
 )
 
 // TestPolicyCommand: `mutator policy` prints the policies or, with
 // --guard, the image guard alone, from the configuration in env.
 func TestPolicyCommand(t *testing.T) {
-	tests := []struct {
-		name       string
-		args       []string
-		env        map[string]string
-		wantCode   int
-		wantStdout []string
-		notStdout  []string
-		wantStderr []string
-	}{
+	runCommandCases(t, []commandCase{
 		{"policies", []string{"policy"}, map[string]string{"REGISTRY": "registry.example.com/mirror"}, 0,
 			[]string{"name: mutator-pods\n", "name: mutator-pod-updates\n", "name: mutator-provenance\n", "reinvocationPolicy: Never"}, []string{"mutator-image-guard"}, nil},
 		{"IfNeeded", []string{"policy", "--reinvocation=IfNeeded"}, map[string]string{"REGISTRY": "registry.example.com/mirror"}, 0,
@@ -35,35 +24,5 @@ func TestPolicyCommand(t *testing.T) {
 			nil, []string{"kind:"}, []string{`reinvocation policy "Sometimes"`}},
 		{"arguments", []string{"policy", "extra"}, nil, 2, nil, nil, []string{`unexpected arguments ["extra"]`}},
 		{"help", []string{"policy", "-h"}, nil, 0, []string{"usage: mutator policy [flags]", "-guard", "-reinvocation"}, nil, nil},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			for _, k := range []string{"REGISTRY", "MODE", "WARNINGS", "IMAGE_PULL_SECRET"} {
-				t.Setenv(k, "") // restored after the test
-				os.Unsetenv(k)
-			}
-			for k, v := range tt.env {
-				t.Setenv(k, v)
-			}
-			var stdout, stderr bytes.Buffer
-			if code := run(tt.args, strings.NewReader(""), &stdout, &stderr); code != tt.wantCode {
-				t.Errorf("exit %d, want %d; stderr: %s", code, tt.wantCode, stderr.String())
-			}
-			for _, w := range tt.wantStdout {
-				if !strings.Contains(stdout.String(), w) {
-					t.Errorf("stdout lacks %q:\n%.500s", w, stdout.String())
-				}
-			}
-			for _, w := range tt.notStdout {
-				if strings.Contains(stdout.String(), w) {
-					t.Errorf("stdout has %q:\n%.500s", w, stdout.String())
-				}
-			}
-			for _, w := range tt.wantStderr {
-				if !strings.Contains(stderr.String(), w) {
-					t.Errorf("stderr lacks %q: %s", w, stderr.String())
-				}
-			}
-		})
-	}
+	})
 }

@@ -34,6 +34,17 @@ type App struct {
 	closers       []func(context.Context) error
 }
 
+// Load reads the configuration from the environment (config.Load, the one
+// place it is read) and assembles the webhook: how both mains, `mutator
+// serve` and the Knative function, start.
+func Load(ctx context.Context) (*App, error) {
+	cfg, err := config.Load()
+	if err != nil {
+		return nil, err
+	}
+	return New(ctx, cfg)
+}
+
 // New assembles the webhook. It makes no Kubernetes API calls and starts no
 // informers, so it is ready to answer as soon as it returns: that keeps a
 // scale-from-zero start short.

@@ -93,16 +93,7 @@ func TestMetricsBoundedUnderRandomKinds(t *testing.T) {
 	a, port := startApp(t)
 	scrape := func() string {
 		t.Helper()
-		resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(port) + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(b)
+		return testkit.Metrics(t, port)
 	}
 	post := func(i int) {
 		body := fmt.Sprintf(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u%d",

@@ -34,28 +34,28 @@ const (
 // the single definition of every setting. Its tags give the variable
 // (envconfig), its default (default), what it does (desc), the values it
 // takes when they are a fixed set (enum), where the Helm chart sets it
-// (helm, a key under the chart's config:) and its group in the manual
-// (group). Settings lists them for the generated documentation and the
+// (helm, a key under the chart's config:), its group in the manual
+// (group) and whether the README's summary lists it (summary). Settings lists them for the generated documentation and the
 // chart's values schema; Parse turns an Env into the typed Config every mode
 // uses. The names of the "rules" group are a public contract shared with the
 // older webhook users migrate from.
 type Env struct {
-	Registry               string `envconfig:"REGISTRY" group:"rules" helm:"registry" desc:"Registry (host, optional port and path) images are rewritten to; empty turns the rewrite off unless REGISTRY_MAP is set."`
-	ImagePullSecret        string `envconfig:"IMAGE_PULL_SECRET" group:"rules" helm:"imagePullSecret" desc:"Secret name set as the Pods' imagePullSecrets; it must exist in the workloads' namespaces."`
-	ImagePullSecretAppend  bool   `envconfig:"IMAGE_PULL_SECRET_APPEND" default:"false" group:"rules" helm:"imagePullSecretAppend" desc:"Append IMAGE_PULL_SECRET to the Pod's list instead of replacing the list."`
-	ForceImagePullPolicy   bool   `envconfig:"FORCE_IMAGE_PULL_POLICY" default:"false" group:"rules" helm:"forceImagePullPolicy" desc:"Set every container's imagePullPolicy to IMAGE_PULL_POLICY_TO_FORCE."`
-	ImagePullPolicyToForce string `envconfig:"IMAGE_PULL_POLICY_TO_FORCE" default:"Always" enum:"Always,IfNotPresent,Never" group:"rules" helm:"imagePullPolicyToForce" desc:"The pull policy FORCE_IMAGE_PULL_POLICY sets."`
-	DefaultStorageClass    string `envconfig:"DEFAULT_STORAGE_CLASS" group:"rules" helm:"defaultStorageClass" desc:"storageClassName given to PersistentVolumeClaims that set none."`
-	ExcludeNamespaces      List   `envconfig:"EXCLUDE_NAMESPACES" group:"rules" helm:"excludeNamespaces" desc:"Namespaces left alone, comma-separated."`
-	IgnoredRegistries      List   `envconfig:"IGNORED_REGISTRIES" group:"rules" helm:"ignoredRegistries" desc:"Registry or registry/path prefixes whose images are left as written, comma-separated."`
-	LogLevel               string `envconfig:"LOG_LEVEL" default:"info" enum:"trace,debug,info,warn,warning,error,fatal" group:"rules" helm:"logLevel" desc:"Log level; no level prints Pod env values or Secret contents."`
-	RegistryMap            List   `envconfig:"REGISTRY_MAP" group:"rules" helm:"registryMap" desc:"Per-source mirrors, source=target comma-separated (source * is every other registry); wins over REGISTRY."`
-	Mode                   Mode   `envconfig:"MODE" default:"enforce" enum:"enforce,audit" group:"rules" helm:"mode" desc:"enforce patches objects; audit only answers with warnings saying what it would change."`
-	Warnings               bool   `envconfig:"WARNINGS" default:"false" group:"rules" helm:"warnings" desc:"In enforce mode, also answer with a warning per change."`
+	Registry               string `envconfig:"REGISTRY" summary:"true" group:"rules" helm:"registry" desc:"Registry (host, optional port and path) images are rewritten to; empty turns the rewrite off unless REGISTRY_MAP is set."`
+	ImagePullSecret        string `envconfig:"IMAGE_PULL_SECRET" summary:"true" group:"rules" helm:"imagePullSecret" desc:"Secret name set as the Pods' imagePullSecrets; it must exist in the workloads' namespaces."`
+	ImagePullSecretAppend  bool   `envconfig:"IMAGE_PULL_SECRET_APPEND" summary:"true" default:"false" group:"rules" helm:"imagePullSecretAppend" desc:"Append IMAGE_PULL_SECRET to the Pod's list instead of replacing the list."`
+	ForceImagePullPolicy   bool   `envconfig:"FORCE_IMAGE_PULL_POLICY" summary:"true" default:"false" group:"rules" helm:"forceImagePullPolicy" desc:"Set every container's imagePullPolicy to IMAGE_PULL_POLICY_TO_FORCE."`
+	ImagePullPolicyToForce string `envconfig:"IMAGE_PULL_POLICY_TO_FORCE" summary:"true" default:"Always" enum:"Always,IfNotPresent,Never" group:"rules" helm:"imagePullPolicyToForce" desc:"The pull policy FORCE_IMAGE_PULL_POLICY sets."`
+	DefaultStorageClass    string `envconfig:"DEFAULT_STORAGE_CLASS" summary:"true" group:"rules" helm:"defaultStorageClass" desc:"storageClassName given to PersistentVolumeClaims that set none."`
+	ExcludeNamespaces      List   `envconfig:"EXCLUDE_NAMESPACES" summary:"true" group:"rules" helm:"excludeNamespaces" desc:"Namespaces left alone, comma-separated."`
+	IgnoredRegistries      List   `envconfig:"IGNORED_REGISTRIES" summary:"true" group:"rules" helm:"ignoredRegistries" desc:"Registry or registry/path prefixes whose images are left as written, comma-separated."`
+	LogLevel               string `envconfig:"LOG_LEVEL" summary:"true" default:"info" enum:"trace,debug,info,warn,warning,error,fatal" group:"rules" helm:"logLevel" desc:"Log level; no level prints Pod env values or Secret contents."`
+	RegistryMap            List   `envconfig:"REGISTRY_MAP" summary:"true" group:"rules" helm:"registryMap" desc:"Per-source mirrors, source=target comma-separated (source * is every other registry); wins over REGISTRY."`
+	Mode                   Mode   `envconfig:"MODE" summary:"true" default:"enforce" enum:"enforce,audit" group:"rules" helm:"mode" desc:"enforce patches objects; audit only answers with warnings saying what it would change."`
+	Warnings               bool   `envconfig:"WARNINGS" summary:"true" default:"false" group:"rules" helm:"warnings" desc:"In enforce mode, also answer with a warning per change."`
 	RecordOriginalImages   bool   `envconfig:"RECORD_ORIGINAL_IMAGES" default:"false" group:"rules" helm:"recordOriginalImages" desc:"Record on each rewritten Pod, in the annotation mutator.dev/original-images, the image each container and image volume asked for."`
 
-	Port              int           `envconfig:"PORT" default:"8080" group:"server" helm:"port" desc:"Port of the admission endpoint /mutate and the probes."`
-	MetricsPort       int           `envconfig:"METRICS_PORT" default:"9095" group:"server" helm:"metricsPort" desc:"Port of Prometheus /metrics (plain HTTP); 0 turns metrics off. Not 9090, which Knative reserves."`
+	Port              int           `envconfig:"PORT" summary:"true" default:"8080" group:"server" helm:"port" desc:"Port of the admission endpoint /mutate and the probes."`
+	MetricsPort       int           `envconfig:"METRICS_PORT" summary:"true" default:"9095" group:"server" helm:"metricsPort" desc:"Port of Prometheus /metrics (plain HTTP); 0 turns metrics off. Not 9090, which Knative reserves."`
 	TLSCertFile       string        `envconfig:"TLS_CERT_FILE" group:"server" desc:"Serving certificate (PEM); with TLS_KEY_FILE the server speaks HTTPS, without both plain HTTP."`
 	TLSKeyFile        string        `envconfig:"TLS_KEY_FILE" group:"server" desc:"Private key of TLS_CERT_FILE (PEM)."`
 	TLSClientCAFile   string        `envconfig:"TLS_CLIENT_CA_FILE" group:"server" helm:"tlsClientCAFile" desc:"CA bundle (PEM): when set, the admission path answers only clients with a certificate it signed (the API server's AdmissionConfiguration)."`
@@ -74,10 +74,10 @@ type Env struct {
 	WebhookServiceName string `envconfig:"WEBHOOK_SERVICE_NAME" group:"server" desc:"Service the certificate is for (default mutator, with WEBHOOK_SECRET_NAME)."`
 	WebhookConfigName  string `envconfig:"WEBHOOK_CONFIG_NAME" group:"server" desc:"MutatingWebhookConfiguration whose caBundle is kept in sync (default mutator, with WEBHOOK_SECRET_NAME)."`
 
-	Sink        string `envconfig:"K_SINK" group:"events" helm:"sink" desc:"CloudEvents sink of the audit trail (Knative's SinkBinding sets it); empty sends none."`
+	Sink        string `envconfig:"K_SINK" summary:"true" group:"events" helm:"sink" desc:"CloudEvents sink of the audit trail (Knative's SinkBinding sets it); empty sends none."`
 	EventSource string `envconfig:"EVENT_SOURCE" default:"mutator" group:"events" helm:"eventSource" desc:"CloudEvents source attribute of the audit trail's events."`
 
-	MirrorCheck             bool          `envconfig:"MIRROR_CHECK" default:"false" group:"mirror" helm:"mirror.check" desc:"Before admitting a rewritten image, look its manifest up on the mirror (docs/mirror-check.md)."`
+	MirrorCheck             bool          `envconfig:"MIRROR_CHECK" summary:"true" default:"false" group:"mirror" helm:"mirror.check" desc:"Before admitting a rewritten image, look its manifest up on the mirror (docs/mirror-check.md)."`
 	MirrorCheckTimeout      time.Duration `envconfig:"MIRROR_CHECK_TIMEOUT" default:"1s" group:"mirror" helm:"mirror.checkTimeout" desc:"Bound of one registry lookup."`
 	MirrorCheckReviewBudget time.Duration `envconfig:"MIRROR_CHECK_REVIEW_BUDGET" default:"2s" group:"mirror" helm:"mirror.checkReviewBudget" desc:"Bound of all the lookups of one review; below the webhook's timeoutSeconds."`
 	MirrorCheckMaxLookups   int           `envconfig:"MIRROR_CHECK_MAX_LOOKUPS" default:"32" group:"mirror" helm:"mirror.checkMaxLookups" desc:"Registry lookups of one review (1-256); images past it go to MIRROR_UNREACHABLE."`

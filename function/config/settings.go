@@ -20,6 +20,7 @@ type Setting struct {
 	Enum        []string // the values allowed, when they are a fixed set
 	Helm        string   // key under the chart's config: ("mirror.check"); "" when the chart sets it otherwise
 	Group       string   // rules, server, events, mirror or runtime
+	Summary     bool     // one of the most used: the README lists it
 }
 
 // Settings lists every variable Env reads, in the order of its fields.
@@ -35,6 +36,7 @@ func Settings() []Setting {
 			Type:        typeName(f.Type),
 			Helm:        f.Tag.Get("helm"),
 			Group:       f.Tag.Get("group"),
+			Summary:     f.Tag.Get("summary") == "true",
 		}
 		if enum := f.Tag.Get("enum"); enum != "" {
 			s.Enum = slices.DeleteFunc(strings.Split(enum, ","), func(v string) bool { return v == "" })

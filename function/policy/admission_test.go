@@ -65,19 +65,7 @@ type compiledMAP struct {
 func compileMAP(t testing.TB, p *admissionregistrationv1.MutatingAdmissionPolicy) *compiledMAP {
 	t.Helper()
 	opts := plugincel.OptionalVariableDeclarations{HasParams: false, HasAuthorizer: true}
-	compiler, err := plugincel.NewCompositedCompiler(environment.MustBaseEnvSet(environment.DefaultCompatibilityVersion()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var vars []plugincel.NamedExpressionAccessor
-	for _, v := range p.Spec.Variables {
-		vars = append(vars, &validating.Variable{Name: v.Name, Expression: v.Expression})
-	}
-	compiler.CompileAndStoreVariables(vars, opts, environment.StoredExpressions)
-	var conds []plugincel.ExpressionAccessor
-	for i := range p.Spec.MatchConditions {
-		conds = append(conds, (*matchconditions.MatchCondition)(&p.Spec.MatchConditions[i]))
-	}
+	compiler, conds := compilePolicyCommon(t, p.Spec.Variables, p.Spec.MatchConditions, opts)
 	m := &compiledMAP{compiler: compiler}
 	if len(conds) > 0 {
 		m.matcher = matchconditions.NewMatcher(compiler.CompileCondition(conds, opts, environment.StoredExpressions), p.Spec.FailurePolicy, "policy", "validate", p.Name)
@@ -95,25 +83,35 @@ func compileMAP(t testing.TB, p *admissionregistrationv1.MutatingAdmissionPolicy
 	return m
 }
 
+// compilePolicyCommon does what the API server does first for either kind
+// of policy: a compiler in the base environment, the variables compiled and
+// stored, and the match conditions as expressions.
+func compilePolicyCommon(t testing.TB, variables []admissionregistrationv1.Variable, matchConditions []admissionregistrationv1.MatchCondition,
+	opts plugincel.OptionalVariableDeclarations) (*plugincel.CompositedCompiler, []plugincel.ExpressionAccessor) {
+	t.Helper()
+	compiler, err := plugincel.NewCompositedCompiler(environment.MustBaseEnvSet(environment.DefaultCompatibilityVersion()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vars []plugincel.NamedExpressionAccessor
+	for _, v := range variables {
+		vars = append(vars, &validating.Variable{Name: v.Name, Expression: v.Expression})
+	}
+	compiler.CompileAndStoreVariables(vars, opts, environment.StoredExpressions)
+	var conds []plugincel.ExpressionAccessor
+	for i := range matchConditions {
+		conds = append(conds, (*matchconditions.MatchCondition)(&matchConditions[i]))
+	}
+	return compiler, conds
+}
+
 // compileVAP compiles a ValidatingAdmissionPolicy as
 // validating.compilePolicy does.
 func compileVAP(t testing.TB, p *admissionregistrationv1.ValidatingAdmissionPolicy) *compiledVAP {
 	t.Helper()
 	opts := plugincel.OptionalVariableDeclarations{HasParams: false, HasAuthorizer: true}
 	msgOpts := plugincel.OptionalVariableDeclarations{HasParams: false, HasAuthorizer: false}
-	compiler, err := plugincel.NewCompositedCompiler(environment.MustBaseEnvSet(environment.DefaultCompatibilityVersion()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var vars []plugincel.NamedExpressionAccessor
-	for _, v := range p.Spec.Variables {
-		vars = append(vars, &validating.Variable{Name: v.Name, Expression: v.Expression})
-	}
-	compiler.CompileAndStoreVariables(vars, opts, environment.StoredExpressions)
-	var conds []plugincel.ExpressionAccessor
-	for i := range p.Spec.MatchConditions {
-		conds = append(conds, (*matchconditions.MatchCondition)(&p.Spec.MatchConditions[i]))
-	}
+	compiler, conds := compilePolicyCommon(t, p.Spec.Variables, p.Spec.MatchConditions, opts)
 	var validations, messages []plugincel.ExpressionAccessor
 	for _, v := range p.Spec.Validations {
 		validations = append(validations, &validating.ValidationCondition{Expression: v.Expression, Message: v.Message, Reason: v.Reason})

@@ -87,7 +87,7 @@ func copyTree(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, from := range []string{"deploy", configDoc, schemaTemplate} {
+	for _, from := range []string{"deploy", configDoc, readme, schemaTemplate} {
 		err = filepath.WalkDir(filepath.Join(src, from), func(p string, d os.DirEntry, err error) error {
 			if err != nil || d.IsDir() {
 				return err
@@ -155,6 +155,9 @@ func TestCheckCatchesStaleFiles(t *testing.T) {
 		{"the configuration table edited by hand", func(t *testing.T, root string) {
 			edit(t, root, configDoc, "| `REGISTRY` |", "| `REGISTRY ` |")
 		}, configDoc},
+		{"the README's summary edited by hand", func(t *testing.T, root string) {
+			edit(t, root, readme, "| `MODE` | `enforce` |", "| `MODE` | `audit` |")
+		}, readme},
 		{"the namespace guard edited by hand", func(t *testing.T, root string) {
 			edit(t, root, namespaceGuardFile, "failurePolicy: Fail", "failurePolicy: Ignore")
 		}, namespaceGuardFile},

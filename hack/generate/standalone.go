@@ -25,9 +25,7 @@ package main
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -42,10 +40,11 @@ import (
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/chartutil"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
+
+	"github.com/mutator-dev/mutator/internal/objects"
 )
 
 const (
@@ -210,14 +209,14 @@ func splitManifest(manifest string) ([]doc, error) {
 		d := doc{template: manifest[m[2]:m[3]]}
 		raw := manifest[m[1]:end]
 		d.text = tidy(helmLabelLine.ReplaceAllString(raw, ""))
-		objs, err := parseObjects(d.text)
+		objs, err := objects.Parse(d.text)
 		if err != nil || len(objs) != 1 {
 			return nil, fmt.Errorf("templates/%s: want one object, got %d (%v):\n%s", d.template, len(objs), err, raw)
 		}
 		d.obj = objs[0]
 		// The lines removed (and the blank ones) must have been exactly
 		// Helm's labels.
-		orig, err := parseObjects(raw)
+		orig, err := objects.Parse(raw)
 		if err != nil || len(orig) != 1 {
 			return nil, fmt.Errorf("templates/%s: %v", d.template, err)
 		}
@@ -282,7 +281,7 @@ func writeVariant(v variant, rendered map[string][]doc, out *output) error {
 	if v.patches != "" {
 		base = map[string]doc{}
 		for _, d := range rendered[v.patches] {
-			base[key(d.obj)] = d
+			base[objects.Key(d.obj)] = d
 		}
 	}
 	whole := map[string][]doc{} // file name -> objects written whole
@@ -292,8 +291,8 @@ func writeVariant(v variant, rendered map[string][]doc, out *output) error {
 		if !v.written(d.template) {
 			continue
 		}
-		seen[key(d.obj)] = true
-		if b, ok := base[key(d.obj)]; ok {
+		seen[objects.Key(d.obj)] = true
+		if b, ok := base[objects.Key(d.obj)]; ok {
 			ops := diff("", b.obj.Object, d.obj.Object)
 			if len(ops) == 0 {
 				continue
@@ -394,7 +393,7 @@ func checkBuilds(root string, out *output, rendered map[string][]doc) error {
 		if err != nil {
 			return err
 		}
-		got, err := parseObjects(string(y))
+		got, err := objects.Parse(string(y))
 		if err != nil {
 			return fmt.Errorf("kustomize build %s: %w", dir, err)
 		}
@@ -414,14 +413,14 @@ func compareObjects(got, want []*unstructured.Unstructured) []string {
 	var problems []string
 	gotBy := map[string]*unstructured.Unstructured{}
 	for _, o := range got {
-		gotBy[key(o)] = o
+		gotBy[objects.Key(o)] = o
 	}
 	wantBy := map[string]*unstructured.Unstructured{}
 	for _, o := range want {
-		if _, dup := wantBy[key(o)]; dup {
-			problems = append(problems, fmt.Sprintf("the chart renders %s twice", key(o)))
+		if _, dup := wantBy[objects.Key(o)]; dup {
+			problems = append(problems, fmt.Sprintf("the chart renders %s twice", objects.Key(o)))
 		}
-		wantBy[key(o)] = o
+		wantBy[objects.Key(o)] = o
 	}
 	for _, k := range sortedKeys(wantBy) {
 		g, ok := gotBy[k]
@@ -439,34 +438,4 @@ func compareObjects(got, want []*unstructured.Unstructured) []string {
 		}
 	}
 	return problems
-}
-
-// parseObjects splits a multi-document YAML stream into objects, skipping
-// empty documents; both sides of a comparison go through it, so number and
-// octal spellings (defaultMode: 0440) decode the same way.
-func parseObjects(stream string) ([]*unstructured.Unstructured, error) {
-	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(stream), 4096)
-	var objs []*unstructured.Unstructured
-	for {
-		var m map[string]any
-		if err := dec.Decode(&m); err != nil {
-			if errors.Is(err, io.EOF) {
-				return objs, nil
-			}
-			return nil, fmt.Errorf("decoding YAML: %w", err)
-		}
-		if len(m) == 0 {
-			continue
-		}
-		objs = append(objs, &unstructured.Unstructured{Object: m})
-	}
-}
-
-// key names an object the way the API server does.
-func key(o *unstructured.Unstructured) string {
-	gvk := o.GroupVersionKind()
-	if ns := o.GetNamespace(); ns != "" {
-		return fmt.Sprintf("%s/%s %s/%s", gvk.Group, gvk.Kind, ns, o.GetName())
-	}
-	return fmt.Sprintf("%s/%s %s", gvk.Group, gvk.Kind, o.GetName())
 }

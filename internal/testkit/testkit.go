@@ -6,7 +6,10 @@ package testkit
 import (
 	"bytes"
 	"encoding/json"
+	"io"
+	"net/http"
 	"reflect"
+	"strconv"
 	"testing"
 
 	"go.uber.org/zap"
@@ -75,4 +78,20 @@ func DecodeStrict(tb testing.TB, js []byte, v any) {
 	if err := dec.Decode(v); err != nil {
 		tb.Fatalf("decoding %T from %s: %v", v, js, err)
 	}
+}
+
+// Metrics returns the Prometheus text a process serves on the loopback
+// port's /metrics.
+func Metrics(tb testing.TB, port int) string {
+	tb.Helper()
+	resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(port) + "/metrics")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		tb.Fatalf("reading /metrics: %v", err)
+	}
+	return string(b)
 }

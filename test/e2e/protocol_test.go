@@ -1,14 +1,14 @@
 package e2e
 
 import (
-	"io"
-	"net/http"
 	"strconv"
 	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/mutator-dev/mutator/internal/testkit"
 )
 
 // TestAPIServerUsesHTTP1 checks the protocol the webhook meets in
@@ -27,17 +27,8 @@ func TestAPIServerUsesHTTP1(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(f.mutator.metricsPort) + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
 	byProto := map[string]float64{}
-	for _, line := range strings.Split(string(b), "\n") {
+	for _, line := range strings.Split(testkit.Metrics(t, f.mutator.metricsPort), "\n") {
 		rest, ok := strings.CutPrefix(line, `mutator_http_requests_total{protocol="`)
 		if !ok {
 			continue

@@ -23,6 +23,8 @@ import (
 	"k8s.io/client-go/restmapper"
 
 	"github.com/mutator-dev/mutator/test/e2e/cluster"
+
+	"github.com/mutator-dev/mutator/internal/objects"
 )
 
 // apiServerTimeout bounds the whole test: start-up, dry runs and the live
@@ -79,12 +81,12 @@ networkPolicy: {enabled: true, apiServerCIDRs: [192.0.2.10/32]}`, "platform-c", 
 			for _, o := range objs {
 				err := s.apply(ctx, o, true)
 				switch {
-				case key(o) == tc.refused && err == nil:
-					t.Errorf("the API server accepted %s", key(o))
-				case key(o) == tc.refused:
+				case objects.Key(o) == tc.refused && err == nil:
+					t.Errorf("the API server accepted %s", objects.Key(o))
+				case objects.Key(o) == tc.refused:
 					t.Logf("refused, as it should be: %v", err)
 				case err != nil:
-					t.Errorf("server dry run of %s: %v", key(o), err)
+					t.Errorf("server dry run of %s: %v", objects.Key(o), err)
 				default:
 					applied++
 				}

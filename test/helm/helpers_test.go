@@ -1,10 +1,7 @@
 package helm
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,7 +13,8 @@ import (
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/chartutil"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+
+	"github.com/mutator-dev/mutator/internal/objects"
 )
 
 const (
@@ -99,47 +97,17 @@ func render(t *testing.T, valuesText, namespace string) []*unstructured.Unstruct
 	if err != nil {
 		t.Fatal(err)
 	}
-	objs, err := parseObjects(manifest)
+	objs, err := objects.Parse(manifest)
 	if err != nil {
 		t.Fatalf("parsing the rendered chart: %v\n%s", err, manifest)
 	}
 	return objs
 }
 
-// parseObjects splits a multi-document YAML stream into objects, skipping
-// empty documents. Both sides of every comparison go through it, so number
-// and octal spellings (defaultMode: 0440) are decoded the same way.
-func parseObjects(stream string) ([]*unstructured.Unstructured, error) {
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewBufferString(stream), 4096)
-	var objs []*unstructured.Unstructured
-	for {
-		var m map[string]any
-		if err := dec.Decode(&m); err != nil {
-			if errors.Is(err, io.EOF) {
-				return objs, nil
-			}
-			return nil, fmt.Errorf("decoding YAML: %w", err)
-		}
-		if len(m) == 0 {
-			continue
-		}
-		objs = append(objs, &unstructured.Unstructured{Object: m})
-	}
-}
-
-// key names an object the way the API server does.
-func key(o *unstructured.Unstructured) string {
-	gvk := o.GroupVersionKind()
-	if ns := o.GetNamespace(); ns != "" {
-		return fmt.Sprintf("%s/%s %s/%s", gvk.Group, gvk.Kind, ns, o.GetName())
-	}
-	return fmt.Sprintf("%s/%s %s", gvk.Group, gvk.Kind, o.GetName())
-}
-
 func keys(objs []*unstructured.Unstructured) []string {
 	var out []string
 	for _, o := range objs {
-		out = append(out, key(o))
+		out = append(out, objects.Key(o))
 	}
 	slices.Sort(out)
 	return out

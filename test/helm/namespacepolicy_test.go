@@ -8,6 +8,8 @@ import (
 
 	"github.com/mutator-dev/mutator/function/config"
 	"github.com/mutator-dev/mutator/function/policy"
+
+	"github.com/mutator-dev/mutator/internal/objects"
 )
 
 // TestNamespacePolicyIsTheGenerators: the chart's namespace policy is what
@@ -37,7 +39,7 @@ func TestNamespacePolicyIsTheGenerators(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			generated, err := parseObjects(string(out))
+			generated, err := objects.Parse(string(out))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -14,6 +14,8 @@ import (
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/mutator-dev/mutator/internal/objects"
 )
 
 // allOn sets every value the chart has to something other than its
@@ -466,7 +468,7 @@ certificates: {selfManaged: {secretName: mw-tls}}
 podDisruptionBudget: {minAvailable: null, maxUnavailable: 1}`, defaultNS, func(t *testing.T, objs []*unstructured.Unstructured) {
 			for _, o := range objs {
 				if o.GetKind() != "Namespace" && !strings.HasPrefix(o.GetName(), "mw") {
-					t.Errorf("%s is not named after fullnameOverride", key(o))
+					t.Errorf("%s is not named after fullnameOverride", objects.Key(o))
 				}
 			}
 			e := env(t, objs)

@@ -29,6 +29,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/mutator-dev/mutator/test/load/loadgen"
+
+	"github.com/mutator-dev/mutator/internal/testkit"
 )
 
 // memoryLimit is the memory limit of the shipped manifests (128Mi): the
@@ -358,16 +360,7 @@ func TestLongImagesBounded(t *testing.T) {
 // metricValue scrapes one unlabelled sample from the process's /metrics.
 func metricValue(t *testing.T, m *mutator, name string) float64 {
 	t.Helper()
-	resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(m.metricsPort) + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
+	for _, line := range strings.Split(testkit.Metrics(t, m.metricsPort), "\n") {
 		if v, ok := strings.CutPrefix(line, name+" "); ok {
 			f, err := strconv.ParseFloat(v, 64)
 			if err != nil {
