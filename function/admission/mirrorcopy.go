@@ -17,7 +17,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/mutator-dev/mutator/function/copier"
-	"github.com/mutator-dev/mutator/internal/defaults"
+	"github.com/mutator-dev/mutator/function/internal/defaults"
 )
 
 // CopySender queues a CloudEvent for its sink without blocking; an error

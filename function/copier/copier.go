@@ -34,8 +34,8 @@ import (
 	"github.com/google/uuid"
 	"go.uber.org/zap"
 
+	"github.com/mutator-dev/mutator/function/internal/defaults"
 	"github.com/mutator-dev/mutator/function/mirror"
-	"github.com/mutator-dev/mutator/internal/defaults"
 )
 
 // Defaults for the zero values of Options.

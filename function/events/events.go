@@ -30,7 +30,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/mutator-dev/mutator/function/admission"
-	"github.com/mutator-dev/mutator/internal/defaults"
+	"github.com/mutator-dev/mutator/function/internal/defaults"
 )
 
 // Defaults for the zero values of Options.

@@ -38,7 +38,7 @@ import (
 	"go.opentelemetry.io/otel/metric/noop"
 	"go.uber.org/zap"
 
-	"github.com/mutator-dev/mutator/internal/defaults"
+	"github.com/mutator-dev/mutator/function/internal/defaults"
 )
 
 // Status is the answer to one check; it labels metrics.

@@ -2,6 +2,7 @@ package knative
 
 import (
 	"io/fs"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -42,6 +43,32 @@ func funcBuildFiles(t *testing.T, root string, patterns []string) []string {
 	return files
 }
 
+// functionSources lists the non-test Go files of every package of the
+// repository's module the function (the root package) imports, directly or
+// not, as go list sees them: what a func build must ship to compile.
+func functionSources(t *testing.T, root string) []string {
+	t.Helper()
+	cmd := exec.Command("go", "list", "-deps", "-f", `{{if .Module}}{{if .Module.Main}}{{$dir := .Dir}}{{range .GoFiles}}{{$dir}}/{{.}}
+{{end}}{{end}}{{end}}`, ".")
+	cmd.Dir = root
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list -deps of the function: %v", err)
+	}
+	var files []string
+	for _, abs := range strings.Fields(string(out)) {
+		rel, err := filepath.Rel(root, abs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, filepath.ToSlash(rel))
+	}
+	if !slices.Contains(files, "function/config/config.go") {
+		t.Fatalf("go list -deps of the function lists no function/config/config.go: %q", files)
+	}
+	return files
+}
+
 // allowedInFuncBuild is what the function needs: its module files, the
 // entry point, func.yaml and the non-test Go sources of function/.
 func allowedInFuncBuild(file string) bool {
@@ -60,9 +87,10 @@ func TestFuncIgnoreKeepsBuildsToTheFunction(t *testing.T) {
 			t.Errorf("func builds would ship %s; add it to .funcignore", f)
 		}
 	}
-	for _, need := range []string{"go.mod", "go.sum", "handle.go", "function/config/config.go"} {
-		if !slices.Contains(files, need) {
-			t.Errorf(".funcignore drops %s, which the function build needs", need)
+	need := append([]string{"go.mod", "go.sum", "handle.go"}, functionSources(t, root)...)
+	for _, f := range need {
+		if !slices.Contains(files, f) {
+			t.Errorf(".funcignore drops %s, which the function build needs", f)
 		}
 	}
 	t.Logf("func builds ship %d files", len(files))

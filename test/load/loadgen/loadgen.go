@@ -29,8 +29,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/mutator-dev/mutator/internal/defaults"
 )
 
 // Defaults for the zero values of Config.
@@ -209,9 +207,15 @@ func newRunner(cfg Config) (*runner, error) {
 	if cfg.HTTP1 && cfg.HTTP2 {
 		return nil, errors.New("HTTP1 and HTTP2 are exclusive")
 	}
-	cfg.Workers = defaults.Positive(cfg.Workers, DefaultWorkers)
-	cfg.MaxInFlight = defaults.Positive(cfg.MaxInFlight, DefaultMaxInFlight)
-	cfg.Timeout = defaults.Positive(cfg.Timeout, DefaultTimeout)
+	if cfg.Workers <= 0 {
+		cfg.Workers = DefaultWorkers
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = DefaultMaxInFlight
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
 	if cfg.ErrorBackoff == 0 {
 		cfg.ErrorBackoff = DefaultErrorBackoff
 	}
