@@ -137,7 +137,7 @@ type MirrorFallback struct {
 	Image  string `json:"image"`  // as written
 	Mirror string `json:"mirror"` // the rewritten reference checked
 	Reason string `json:"reason"` // missing, error, timeout, circuit-open
-	Action string `json:"action"` // deny, original, warn, rewrite
+	Action string `json:"action"` // deny, original, warn, copy, rewrite
 }
 
 // Refusal is one refused image in Data.
